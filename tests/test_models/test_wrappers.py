@@ -1,0 +1,49 @@
+"""CPUCompatibleDDP: device_ids are dropped for CPU modules only."""
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from mmengine.registry import MODEL_WRAPPERS
+
+import wsss_mmseg  # noqa: F401
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gloo_group():
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{_free_port()}',
+                            rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_registered():
+    assert MODEL_WRAPPERS.get('CPUCompatibleDDP') is not None
+
+
+def test_cpu_module_with_device_ids_wraps(gloo_group):
+    from mmengine.model import BaseModel
+    cls = MODEL_WRAPPERS.get('CPUCompatibleDDP')
+
+    class Tiny(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 1)
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            out = self.lin(inputs)
+            return {'loss': out.mean()} if mode == 'loss' else out
+
+    ddp = MODEL_WRAPPERS.build(dict(type='CPUCompatibleDDP'),
+                               default_args=dict(module=Tiny(), device_ids=[0]))
+    assert isinstance(ddp, cls)
+    assert ddp.device_ids is None
+    out = ddp(torch.ones(3, 2))
+    assert out.shape == (3, 1)
