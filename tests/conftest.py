@@ -37,3 +37,12 @@ def shared_data() -> Path:
         pytest.skip(f'shared sample data not found at {SHARED_DATA} '
                     '(it is not redistributed with the project)')
     return SHARED_DATA
+
+
+@pytest.fixture(scope='session')
+def tiny_clip_path(tmp_path_factory) -> str:
+    """A tiny random CLIP ViT (patch 16, width 64, 2 layers) saved in OpenAI format."""
+    from wsss_mmseg.clip import save_openai_format, tiny_clip
+    path = tmp_path_factory.mktemp('clip') / 'tiny_vit.pt'
+    save_openai_format(tiny_clip(seed=0, fp16_round=True), str(path))
+    return str(path)

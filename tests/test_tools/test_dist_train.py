@@ -36,12 +36,12 @@ crop = (48, 48)
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     type='EncoderDecoder',
-    data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
-                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0,
+    data_preprocessor=dict(type='SegDataPreProcessor', mean=[122.771, 116.746, 104.094],
+                           std=[68.501, 66.632, 70.323], bgr_to_rgb=True, pad_val=0,
                            seg_pad_val=255, size=crop),
-    backbone=dict(type='ResNetV1c', depth=18, stem_channels=16, base_channels=8,
-                  num_stages=4, out_indices=(3,), dilations=(1, 1, 1, 1),
-                  strides=(1, 2, 2, 2), norm_cfg=norm_cfg, contract_dilation=True),
+    # plugin component: the frozen CLIP image tower as backbone (tiny random weights)
+    backbone=dict(type='FrozenCLIPImageEncoder',
+                  clip=dict(model_name=None, pretrained={clip!r}), out_layers=(-1,)),
     decode_head=dict(type='FCNHead', in_channels=64, in_index=0, channels=16, num_convs=1,
                      concat_input=False, dropout_ratio=0.0, num_classes=3, norm_cfg=norm_cfg,
                      loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
@@ -80,11 +80,11 @@ randomness = dict(seed=0)
 '''
 
 
-def test_two_process_gloo_training(tmp_path):
+def test_two_process_gloo_training(tmp_path, tiny_clip_path):
     root = tmp_path / 'data'
     write_synthetic_seg_dataset(root, n=8, size=64)
     cfg = tmp_path / 'tiny_cfg.py'
-    cfg.write_text(TINY_CFG.format(root=str(root)))
+    cfg.write_text(TINY_CFG.format(root=str(root), clip=tiny_clip_path))
     work = tmp_path / 'work'
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
