@@ -1,2 +1,2 @@
 """Registered mmseg components (thin wrappers over the pure functions)."""
-from . import clip_encoders, wrappers  # noqa: F401
+from . import clip_encoders, generators, postprocessors, wrappers  # noqa: F401

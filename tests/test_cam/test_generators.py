@@ -1,0 +1,101 @@
+"""Registered wrappers: CLIPESGenerator, PseudoMaskMaker (and their registry entries)."""
+import numpy as np
+import pytest
+
+pytest.importorskip('mmseg.registry')
+
+from mmseg.registry import MODELS  # noqa: E402
+
+from wsss_mmseg.models.generators import CLIPESGenerator, PseudoMaskMaker  # noqa: E402
+from wsss_mmseg.models.postprocessors import CAA, DenseCRF  # noqa: E402, F401
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    from wsss_mmseg.clip.tiny import save_openai_format, tiny_clip
+    model = tiny_clip(seed=1, embed_dim=32, vision_width=64, vision_layers=2, image_size=64, fp16_round=True)
+    return save_openai_format(model, tmp_path_factory.mktemp('clipes_gen') / 'tiny.pt')
+
+
+@pytest.fixture(scope='module')
+def generator(weights):
+    return MODELS.build(dict(type='CLIPESGenerator', clip=dict(model_name=None, pretrained=weights),
+                             class_table='voc20', synonyms='clip_es', templates='clip_es', background='clip_es',
+                             box_threshold=0.4, attn_layers=8, caa=True, fidelity=True, device='cpu'))
+
+
+def _image(h=45, w=60, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, (h, w, 3)).astype(np.uint8)
+
+
+def test_generator_generate(generator):
+    assert isinstance(generator, CLIPESGenerator)
+    assert len(generator.class_names) == 20 and generator.class_names[14] == 'person'
+    img = _image()
+    out = generator.generate(img, [14, 11, 14])
+    assert set(out) == {'keys', 'cam', 'cam_refined'}
+    assert out['keys'].tolist() == [14, 11]
+    for key in ('cam', 'cam_refined'):
+        assert out[key].shape == (2, 45, 60) and out[key].dtype == np.float32
+        assert 0 <= out[key].min() and out[key].max() <= 1
+    # same numbers as the pipeline class it wraps
+    ref = generator.cam(generator.cam.preprocess(img), [14, 11], img.shape[:2])
+    np.testing.assert_array_equal(out['cam_refined'], ref['cam_refined'])
+    with pytest.raises(ValueError):
+        generator.generate(img, [])
+    with pytest.raises(ValueError):
+        generator.generate(img.astype(np.float32), [1])
+
+
+def test_generator_config_errors(weights):
+    with pytest.raises(ValueError, match='device'):
+        CLIPESGenerator(clip=dict(model_name=None, pretrained=weights, device='cpu'))
+    with pytest.raises(KeyError):
+        CLIPESGenerator(clip=dict(model_name=None, pretrained=weights), background='no_such_set')
+
+
+def test_generator_without_caa(weights):
+    g = CLIPESGenerator(clip=dict(model_name=None, pretrained=weights), caa=False)
+    out = g.generate(_image(), [0])
+    assert set(out) == {'keys', 'cam'}
+
+
+def test_pseudo_mask_maker_without_and_with_crf(generator):
+    from wsss_mmseg.pseudo.mask import make_pseudo_mask
+    img = _image(seed=1)
+    res = generator.generate(img, [2, 7])
+    maker = MODELS.build(dict(type='PseudoMaskMaker', bg_power=2))
+    mask, conf = maker(res, img)
+    ref_mask, ref_conf = make_pseudo_mask(res['cam_refined'], res['keys'], bg_power=2)
+    np.testing.assert_array_equal(mask, ref_mask)
+    np.testing.assert_array_equal(conf, ref_conf)
+    assert set(np.unique(mask)) <= {0, 3, 8}
+    pytest.importorskip('pydensecrf.densecrf')
+    from wsss_mmseg.postprocess.crf import crf_refine
+    maker = PseudoMaskMaker(crf=dict(type='DenseCRF'), ignore_below=0.95)
+    mask, conf = maker(res, img)
+    q = crf_refine(res['cam_refined'], img)
+    np.testing.assert_array_equal(conf, q.max(0))
+    ref_mask, _ = make_pseudo_mask(res['cam_refined'], res['keys'], crf_Q=q, ignore_below=0.95)
+    np.testing.assert_array_equal(mask, ref_mask)
+    # falls back to the initial cam without CAA output
+    mask0, _ = PseudoMaskMaker()({'keys': res['keys'], 'cam': res['cam']}, img)
+    np.testing.assert_array_equal(mask0, make_pseudo_mask(res['cam'], res['keys'])[0])
+
+
+def test_pseudo_mask_maker_errors():
+    img = _image()
+    with pytest.raises(KeyError, match='keys'):
+        PseudoMaskMaker()({'cam': np.zeros((1, 45, 60), np.float32)}, img)
+    with pytest.raises(ValueError, match='do not match'):
+        PseudoMaskMaker()({'keys': np.array([0]), 'cam': np.zeros((1, 40, 60), np.float32)}, img)
+    with pytest.raises(ValueError):
+        PseudoMaskMaker(bg_power=0)
+
+
+def test_registry_entries():
+    for name in ('CLIPESGenerator', 'PseudoMaskMaker', 'CAA', 'DenseCRF'):
+        assert MODELS.get(name) is not None, name
+    assert isinstance(MODELS.build(dict(type='CAA', box_threshold=0.7)), CAA)
+    crf = MODELS.build(dict(type='DenseCRF', iters=5))
+    assert crf.params['iters'] == 5
