@@ -172,3 +172,18 @@ def test_caa_shape_errors():
         caa_propagate(torch.rand(4, 4), torch.rand(1, 2, 3), torch.ones(1, 2, 3))
     with pytest.raises(ValueError):
         caa_propagate(torch.rand(6, 6), torch.rand(1, 2, 3), torch.ones(2, 2, 3))
+
+
+def test_propagate_power_equals_matrix_power_route():
+    from wsss_mmseg.postprocess.caa import caa_propagate, caa_propagate_power, matrix_power
+    g = torch.Generator().manual_seed(3)
+    attn = torch.rand(20, 20, generator=g).softmax(dim=-1)
+    sym = symmetrize(sinkhorn(attn, rounds=3))
+    cams = torch.rand(3, 4, 5, generator=g)
+    masks = (torch.rand(3, 4, 5, generator=g) > 0.4).to(torch.uint8)
+    for power in (1, 2, 3):
+        ref = caa_propagate(matrix_power(sym, power=power), cams, masks)
+        torch.testing.assert_close(caa_propagate_power(sym, cams, masks, power=power), ref,
+                                   rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match='power'):
+        caa_propagate_power(sym, cams, masks, power=0)

@@ -44,7 +44,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..clip.vit import CLIPViT, block_forward
-from ..postprocess.caa import average_attention, caa_propagate, caa_transition, class_box_masks
+from ..postprocess.caa import average_attention, caa_propagate_power, class_box_masks, sinkhorn, symmetrize
 from .softmax_gradcam import clip_softmax, minmax_normalize, patch_mean_embedding, softmax_gradcam
 
 __all__ = [
@@ -178,16 +178,20 @@ class CLIPESCAM(nn.Module):
         fidelity: reproduce the official quirks (module docstring).
         sinkhorn_rounds: Sinkhorn rounds of CAA.
         power: matrix power of CAA.
-        batched_grad: one backward for all labels (default) or the per-class reference loop.
+        batched_grad: how the ``K`` label gradients are taken after ONE shared forward of the
+            last block: ``True`` one vmapped backward for all labels, ``False`` one backward
+            per label through the last block only, ``None`` (default) = vmapped on CUDA,
+            per-label on CPU (faster there, measured by ``benchmarks/bench_generate.py``).
+            All three are equal up to float rounding.
         max_side: optional downscale policy of :meth:`preprocess` (default: none).
 
     The wrapped model is not modified (no ``requires_grad``/mode changes): gradients are taken
-    only w.r.t. the replicated ``ln_1`` output, never w.r.t. the weights.
+    only w.r.t. the ``ln_1`` output of the last block, never w.r.t. the weights.
     """
 
     def __init__(self, vit: nn.Module, fg_text: Tensor, bg_text: Tensor, *, logit_scale: Union[float, Tensor],
                  box_threshold: float = 0.4, attn_layers: int = 8, caa: bool = True, fidelity: bool = True,
-                 sinkhorn_rounds: int = 3, power: int = 2, batched_grad: bool = True,
+                 sinkhorn_rounds: int = 3, power: int = 2, batched_grad: Optional[bool] = None,
                  max_side: Optional[int] = None) -> None:
         super().__init__()
         if not isinstance(vit, CLIPViT):
@@ -212,7 +216,7 @@ class CLIPESCAM(nn.Module):
         self.fidelity = bool(fidelity)
         self.sinkhorn_rounds = int(sinkhorn_rounds)
         self.power = int(power)
-        self.batched_grad = bool(batched_grad)
+        self.batched_grad = None if batched_grad is None else bool(batched_grad)
         self.max_side = max_side
 
     @property
@@ -272,14 +276,15 @@ class CLIPESCAM(nn.Module):
         store: Dict[str, Tensor] = {}
 
         def score_fn(a: Tensor) -> Tensor:
-            out, extras = block_forward(last, pre_last.expand(a.shape[0], -1, -1), ln1_out=a,
+            out, extras = block_forward(last, pre_last, ln1_out=a,
                                         need_attn=self.caa)
             if self.caa and 'attn' not in store:
                 store['attn'] = extras['attn'][:1].detach()
             emb = patch_mean_embedding(out, ln_post=vit.visual.ln_post, proj=vit.visual.proj)
             return clip_softmax(emb, text, logit_scale=self.logit_scale)
 
-        res = softmax_gradcam(ln1, score_fn, list(range(len(keys))), grid, batched=self.batched_grad)
+        batched = self.batched_grad if self.batched_grad is not None else x.device.type == 'cuda'
+        res = softmax_gradcam(ln1, score_fn, list(range(len(keys))), grid, batched=batched)
         cam_patch = res['cam']
         out: Dict[str, Any] = dict(keys=np.asarray(keys, dtype=np.int64), cam=resize_maps(cam_patch, (h0, w0)))
         if intermediates:
@@ -288,8 +293,8 @@ class CLIPESCAM(nn.Module):
         if self.caa:
             attn_avg = average_attention(list(feats['attn']) + [store['attn']], last_n=self.attn_layers)
             masks, boxes = class_box_masks(cam_patch, threshold=self.box_threshold, fidelity=self.fidelity)
-            transition = caa_transition(attn_avg, sinkhorn_rounds=self.sinkhorn_rounds, power=self.power)
-            raw = caa_propagate(transition, cam_patch, masks)
+            sym = symmetrize(sinkhorn(attn_avg, rounds=self.sinkhorn_rounds))
+            raw = caa_propagate_power(sym, cam_patch, masks, power=self.power)
             refined = minmax_normalize(raw)
             out['cam_refined'] = resize_maps(refined, (h0, w0))
             if intermediates:

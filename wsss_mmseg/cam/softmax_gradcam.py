@@ -5,21 +5,13 @@ image embedding and ``K`` label + ``M`` background text embeddings; the Grad-CAM
 target of label ``k`` is its softmax probability ``p_k`` and the feature map is
 the ``ln_1`` output ``A`` of the last ViT block (CLS token dropped).
 
-Gradients of all ``K`` targets are obtained with ONE backward pass
-(:func:`target_gradients_batched`): ``A`` is replicated ``K`` times along the
-batch dimension as a leaf tensor, the rest of the last block and the head run
-once on the ``K`` copies, and ``sum_k p_k[copy k]`` is differentiated.  Copies
-do not interact (attention, LayerNorm and the head are per-sample), so the
-gradient of copy ``k`` is exactly ``dp_k/dA``.  :func:`target_gradients_per_class`
-is the reference (one shared forward, then one backward per class with
-``retain_graph``) used by tests and benchmarks.
-
-Cost note: the batched path runs the last block forward on ``K`` copies (``K - 1``
-extra forwards) in exchange for a single backward call; it targets GPUs, where
-the number of sequential kernel launches dominates (not measured here).  On 2 CPU
-cores (ViT-B/16 geometry, 384x512 input, K=6, last block + head only) the
-reference loop measured 0.41 s vs 0.80 s for the batched path, so pass
-``batched=False`` (``CLIPESCAM(batched_grad=False)``) for CPU-heavy runs.
+Gradients of all ``K`` targets come from ONE forward of the last block and ONE
+batched backward (:func:`target_gradients_batched`): the ``K`` vector-Jacobian
+products (one-hot cotangents on the target probabilities) run as a single vmapped
+backward pass (``torch.autograd.grad(..., is_grads_batched=True)``).
+:func:`target_gradients_per_class` is the reference (one shared forward, then one
+backward per class with ``retain_graph``) used by tests; ``benchmarks/bench_generate.py``
+compares the generator against the official structure (forward + backward per class).
 
 Fidelity:
     * The CAM is ReLU'd and min-max normalised TWICE with
@@ -171,34 +163,40 @@ def _check_features(features: Tensor) -> Tensor:
 
 
 def target_gradients_batched(features: Tensor, score_fn: ScoreFn, targets: Targets) -> Tuple[Tensor, Tensor]:
-    """Gradients of ``K`` scalar targets w.r.t. one feature tensor, with ONE backward.
+    """Gradients of ``K`` scalar targets w.r.t. one feature tensor: one forward, one batched backward.
 
-    The features are replicated ``K`` times along the batch dimension as a
-    leaf tensor; ``score_fn`` maps the ``(K, T, D)`` copies to ``(K, C)``
-    scores (samples must not interact); ``sum_k scores[k, targets[k]]`` is
-    differentiated once, so the gradient of copy ``k`` is
-    ``d scores[targets[k]] / d features``.
+    ``score_fn`` runs ONCE on the ``(1, T, D)`` features; the ``K`` vector-Jacobian
+    products (cotangent = one-hot on each target score) are evaluated together by a
+    single vmapped backward (``torch.autograd.grad(..., is_grads_batched=True)``), so
+    the work shared by all targets (the forward) is done once and the per-target
+    backward runs as one batched pass. Equal to :func:`target_gradients_per_class` up to
+    float rounding (tested).
 
     Args:
         features: ``(T, D)`` or ``(1, T, D)`` feature map (treated as a constant input).
-        score_fn: function of a ``(K, T, D)`` tensor returning ``(K, C)`` scores.
+        score_fn: function of a ``(1, T, D)`` tensor returning ``(1, C)`` scores.
         targets: ``(K,)`` score columns.
 
     Returns:
-        ``(scores (K, C) detached, grads (K, T, D))``; grads have the dtype of ``features``.
+        ``(scores (K, C) detached, grads (K, T, D))``; grads have the dtype of ``features``
+        (score rows are identical).
     """
     features = _check_features(features)
     t = as_target_tensor(targets, device=features.device)
     k = t.numel()
-    leaf = features.detach().expand(k, -1, -1).clone().requires_grad_(True)
+    leaf = features.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         scores = score_fn(leaf)
-        if scores.dim() != 2 or scores.shape[0] != k:
-            raise ValueError(f'score_fn must return (K={k}, C) scores, got {tuple(scores.shape)}')
+        if scores.dim() != 2 or scores.shape[0] != 1:
+            raise ValueError(f'score_fn must return (1, C) scores, got {tuple(scores.shape)}')
         as_target_tensor(t, num_scores=scores.shape[1])
-        selected = scores.gather(1, t.view(-1, 1)).sum()
-        (grads,) = torch.autograd.grad(selected, leaf)
-    return scores.detach(), grads
+        selected = scores[0, t]
+        if k == 1:
+            (grads,) = torch.autograd.grad(selected[0], leaf)
+        else:
+            eye = torch.eye(k, dtype=selected.dtype, device=selected.device)
+            (grads,) = torch.autograd.grad(selected, leaf, grad_outputs=eye, is_grads_batched=True)
+    return scores.detach().expand(k, -1).clone(), grads.reshape(k, *leaf.shape[1:])
 
 
 def target_gradients_per_class(features: Tensor, score_fn: ScoreFn, targets: Targets) -> Tuple[Tensor, Tensor]:

@@ -44,7 +44,8 @@ class CLIPESGenerator:
         fidelity: reproduce the official quirks (see :mod:`wsss_mmseg.cam.clip_es`).
         device: torch device.
         max_side: optional downscale policy of the network input (default: none).
-        batched_grad: one backward for all labels (default) or one per label.
+        batched_grad: ``True`` one vmapped backward for all labels, ``False`` one backward per
+            label (last block only), ``None`` (default) = vmapped on CUDA, per label on CPU.
 
     Fidelity (``fidelity=True``, default; spec clip_es.md §11) reproduces the official quirks:
     the bilinear positional-embedding interpolation rounded to float16 on every call; CAA boxes
@@ -59,7 +60,7 @@ class CLIPESGenerator:
                  synonyms: Optional[str] = 'clip_es', templates: Union[str, Sequence[str]] = 'clip_es',
                  background: Union[None, str, Sequence[str]] = 'clip_es', box_threshold: float = 0.4,
                  attn_layers: int = 8, caa: bool = True, fidelity: bool = True, device: str = 'cpu',
-                 max_side: Optional[int] = None, batched_grad: bool = True) -> None:
+                 max_side: Optional[int] = None, batched_grad: Optional[bool] = None) -> None:
         clip_cfg = dict(_DEFAULT_CLIP if clip is None else clip)
         if 'device' in clip_cfg:
             raise ValueError("give the device with CLIPESGenerator(device=...), not inside clip=dict(...)")

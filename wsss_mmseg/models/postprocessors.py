@@ -13,8 +13,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..cam.clip_es import resize_maps
-from ..cam.softmax_gradcam import minmax_normalize
-from ..postprocess.caa import average_attention, caa_propagate, caa_transition, class_box_masks
+from ..postprocess.caa import average_attention, caa_refine, class_box_masks
 from ..postprocess.crf import crf_refine
 
 __all__ = ['CAA', 'DenseCRF']
@@ -74,9 +73,8 @@ class CAA:
             masks, _ = class_box_masks(cams, threshold=self.box_threshold, fidelity=self.fidelity)
         else:
             masks = torch.ones_like(cams, dtype=torch.uint8)
-        transition = caa_transition(attn_avg.to(cams.device), sinkhorn_rounds=self.sinkhorn_rounds,
-                                    power=self.power)
-        refined = minmax_normalize(caa_propagate(transition, cams, masks), eps=self.eps)
+        refined = caa_refine(attn_avg.to(cams.device), cams, masks, sinkhorn_rounds=self.sinkhorn_rounds,
+                             power=self.power, eps=self.eps)
         if out_hw is not None:
             return resize_maps(refined, out_hw)
         return refined
