@@ -1,2 +1,3 @@
 """Registered mmseg components (thin wrappers over the pure functions)."""
-from . import clip_encoders, generators, postprocessors, wrappers  # noqa: F401
+from . import (cgl_loss, clip_encoders, data_preprocessor, generators,  # noqa: F401
+               postprocessors, wrappers)
