@@ -10,6 +10,6 @@ from .version import __version__
 compat.apply()
 
 from . import models  # noqa: E402,F401  (registers components)
-from .datasets import pseudo_seg, transforms  # noqa: E402,F401
+from .datasets import image_labels, pseudo_seg, transforms  # noqa: E402,F401
 
 __all__ = ['__version__', 'compat']

@@ -21,6 +21,14 @@ __all__ = ['CLIPESGenerator', 'PseudoMaskMaker']
 _DEFAULT_CLIP = dict(model_name='ViT-B-16', pretrained='openai')
 
 
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
+    """``'auto'`` -> the current CUDA device if CUDA is available, else the CPU."""
+    if str(device) == 'auto':
+        return torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() \
+            else torch.device('cpu')
+    return torch.device(device)
+
+
 @MODELS.register_module()
 class CLIPESGenerator:
     """CLIP-ES CAM generator: frozen CLIP + text embeddings + Softmax-GradCAM + CAA.
@@ -42,7 +50,8 @@ class CLIPESGenerator:
         attn_layers: number of final blocks averaged for CAA.
         caa: compute CAA-refined maps.
         fidelity: reproduce the official quirks (see :mod:`wsss_mmseg.cam.clip_es`).
-        device: torch device.
+        device: torch device, or ``'auto'`` (the current CUDA device when CUDA is available —
+            under a distributed launcher each rank's own GPU — else the CPU).
         max_side: optional downscale policy of the network input (default: none).
         batched_grad: ``True`` one vmapped backward for all labels, ``False`` one backward per
             label (last block only), ``None`` (default) = vmapped on CUDA, per label on CPU.
@@ -59,12 +68,12 @@ class CLIPESGenerator:
     def __init__(self, clip: Optional[Mapping[str, Any]] = None, class_table: str = 'voc20',
                  synonyms: Optional[str] = 'clip_es', templates: Union[str, Sequence[str]] = 'clip_es',
                  background: Union[None, str, Sequence[str]] = 'clip_es', box_threshold: float = 0.4,
-                 attn_layers: int = 8, caa: bool = True, fidelity: bool = True, device: str = 'cpu',
+                 attn_layers: int = 8, caa: bool = True, fidelity: bool = True, device: str = 'auto',
                  max_side: Optional[int] = None, batched_grad: Optional[bool] = None) -> None:
         clip_cfg = dict(_DEFAULT_CLIP if clip is None else clip)
         if 'device' in clip_cfg:
             raise ValueError("give the device with CLIPESGenerator(device=...), not inside clip=dict(...)")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.class_table = class_table
         self._class_names = list(table_class_names(class_table))
         model = build_clip(device=self.device, **clip_cfg)

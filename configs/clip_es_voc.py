@@ -1,0 +1,47 @@
+# CLIP-ES pseudo labels for PASCAL VOC 2012 train_aug (CVPR 2023), official settings.
+#
+#   python tools/generate_pseudo.py configs/clip_es_voc.py \
+#       --cfg-options generator.clip.pretrained=/path/ViT-B-16.pt
+#
+# CLIP weights: ONE key, `generator.clip.pretrained` ('openai' downloads them; or a path to
+# OpenAI's ViT-B-16.pt / an open_clip checkpoint). Outputs go to work_dirs/clip_es_voc/pseudo.
+custom_imports = dict(imports=['wsss_mmseg'], allow_failed_imports=False)
+default_scope = 'mmseg'
+work_dir = 'work_dirs/clip_es_voc'
+
+data_root = 'data/VOCdevkit/VOC2012'
+
+# Image-level labels: the IRN/CLIMS `cls_labels.npy` (id -> 20-dim multi-hot), a JSON
+# {id: [class indices]}, a text file `id idx idx ...`, or None = derived from the GT masks.
+pseudo_dataset = dict(
+    type='VOCImageLabels',
+    data_root=data_root,
+    split='ImageSets/Segmentation/train_aug.txt',
+    img_dir='JPEGImages',
+    labels=None,
+    gt_dir='SegmentationClassAug',  # only for evaluation of the pseudo masks (None: skip)
+    class_table='voc20')
+
+generator = dict(
+    type='CLIPESGenerator',
+    clip=dict(model_name='ViT-B-16', pretrained='openai'),
+    class_table='voc20',
+    synonyms='clip_es',          # 'bird avian', 'person with clothes,people,human', ...
+    templates='clip_es',         # 'a clean origami {}.'
+    background='clip_es',        # the 25 VOC background words
+    box_threshold=0.4,           # CAA box threshold lambda (VOC)
+    attn_layers=8,               # CAA: attention of the last 8 blocks
+    caa=True,
+    fidelity=True,               # reproduce the official outputs (see README: fidelity)
+    device='auto')
+
+# CAMs -> pseudo mask + confidence (max CRF posterior). The CGL loss ignores pixels whose
+# confidence is below mu at training time, so no pixel is set to 255 here.
+mask_maker = dict(
+    type='PseudoMaskMaker',
+    bg_power=1,
+    crf=dict(type='DenseCRF', iters=10, pos_xy_std=1, pos_w=3, bi_xy_std=67, bi_rgb_std=3,
+             bi_w=4, fidelity=True),
+    ignore_below=None)
+
+pseudo_job = dict(save_cams=False, evaluate=True, eval_conf_thresholds=[0.95], log_interval=50)

@@ -1,0 +1,248 @@
+"""The dataset-scale pseudo-label job (wsss_mmseg.pseudo.job), in process, one rank."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pseudo_fakes as pf  # noqa: E402
+
+import wsss_mmseg.datasets  # noqa: E402,F401  (registers the label sources)
+from wsss_mmseg.pseudo import io as pio  # noqa: E402
+from wsss_mmseg.pseudo.job import process_one, run_pseudo_job, shard_indices  # noqa: E402
+
+
+def _cfg(tmp_path, dataset, **kw):
+    return Config.fromfile(str(pf.write_config(tmp_path / 'cfg.py', dataset=dataset, **kw)))
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return pf.folder_dataset(tmp_path / 'data', n=6)
+
+
+def test_shard_indices_disjoint_complete_deterministic():
+    ids = [f'id{i}' for i in (5, 3, 9, 1, 0, 7, 2)]
+    shards = [shard_indices(ids, rank=r, world_size=3) for r in range(3)]
+    flat = sorted(i for s in shards for i in s)
+    assert flat == list(range(len(ids)))
+    order = sorted(ids)
+    for r, s in enumerate(shards):
+        assert [ids[i] for i in s] == order[r::3]
+    assert shard_indices(ids, rank=0, world_size=1) == sorted(range(7), key=lambda i: ids[i])
+    with pytest.raises(ValueError):
+        shard_indices(ids, rank=3, world_size=3)
+
+
+def test_job_writes_outputs_and_summary(tmp_path, folder):
+    cfg = _cfg(tmp_path, folder)
+    work = tmp_path / 'out'
+    summary = run_pseudo_job(cfg, work_dir=work, save_cams=True)
+    assert summary['counts'] == dict(total=6, done=6, processed=6, skipped_resumed=0, failed=0)
+    labels = json.loads(Path(folder['labels']).read_text())
+    names = cfg.generator and pf.FakeGenerator(class_table='voc20').class_names
+    for fname, cls in labels.items():
+        image_id = fname[:-4]
+        mask = pio.read_mask_png(work / 'masks' / f'{image_id}.png')
+        with Image.open(Path(folder['img_dir']) / fname) as img:
+            assert mask.shape == (img.height, img.width)
+        allowed = {0} | {names.index(c) + 1 for c in cls}
+        assert set(np.unique(mask).tolist()) <= allowed
+        conf = pio.read_confidence_png(work / 'confidence' / f'{image_id}.png')
+        assert conf.shape == mask.shape and 0 <= conf.min() and conf.max() <= 1
+        cam = pio.load_cam_npy(work / 'cams' / f'{image_id}.npy')
+        assert cam['keys'].tolist() == [names.index(c) for c in cls]
+        assert cam['cam'].shape == (len(cls),) + mask.shape
+    on_disk = json.loads((work / 'summary.json').read_text())
+    assert on_disk['counts'] == summary['counts']
+    assert on_disk['config']['generator']['type'] == pf.FAKE_GENERATOR
+    for pkg in ('torch', 'open_clip', 'mmseg', 'mmengine', 'numpy'):
+        assert on_disk['versions'][pkg]
+    assert on_disk['timings']['images_per_s'] > 0
+    assert on_disk['failures'] == [] and not (work / 'failures.txt').exists()
+    assert on_disk['evaluation'] is None  # no GT in a plain folder
+
+
+def test_job_is_deterministic_and_resumes_byte_identically(tmp_path, folder):
+    cfg = _cfg(tmp_path, folder)
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    run_pseudo_job(cfg, work_dir=a, save_cams=True)
+    run_pseudo_job(cfg, work_dir=b, save_cams=True)
+    ref = pf.tree_bytes(a)
+    assert len(ref) == 18 and ref == pf.tree_bytes(b)
+    # lose some outputs (as if killed), plus a stale temp file of the killed writer
+    (b / 'masks' / 'img01.png').unlink()
+    (b / 'confidence' / 'img03.png').unlink()
+    (b / 'cams' / 'img05.npy').unlink()
+    stale = b / 'masks' / f'.img01.png.deadbeef{pio.TMP_SUFFIX}'
+    stale.write_bytes(b'partial png')
+    summary = run_pseudo_job(cfg, work_dir=b, save_cams=True)
+    assert summary['counts']['processed'] == 3
+    assert summary['counts']['skipped_resumed'] == 3
+    assert not stale.exists()
+    assert pf.tree_bytes(b) == ref
+    # without --save-cams the finished images count as done (cams are optional)
+    summary = run_pseudo_job(cfg, work_dir=b, save_cams=False)
+    assert summary['counts']['skipped_resumed'] == 6
+
+
+def test_no_resume_recomputes(tmp_path, folder):
+    cfg = _cfg(tmp_path, folder)
+    run_pseudo_job(cfg, work_dir=tmp_path / 'o')
+    summary = run_pseudo_job(cfg, work_dir=tmp_path / 'o', resume=False)
+    assert summary['counts']['processed'] == 6 and summary['counts']['skipped_resumed'] == 0
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path, folder):
+    cfg = _cfg(tmp_path, folder)
+    run_pseudo_job(cfg, work_dir=tmp_path / 'o')
+    cfg.mask_maker.bg_power = 2.0
+    with pytest.raises(ValueError, match='mask_maker'):
+        run_pseudo_job(cfg, work_dir=tmp_path / 'o')
+    summary = run_pseudo_job(cfg, work_dir=tmp_path / 'o', resume=False)
+    assert summary['counts']['processed'] == 6
+    assert run_pseudo_job(cfg, work_dir=tmp_path / 'o')['counts']['skipped_resumed'] == 6
+    # editing the labels file (same path, other content) is noticed too
+    labels = json.loads(Path(folder['labels']).read_text())
+    labels['img00.png'] = ['horse']
+    Path(folder['labels']).write_text(json.dumps(labels))
+    with pytest.raises(ValueError, match=r'label files \[.*labels.json'):
+        run_pseudo_job(cfg, work_dir=tmp_path / 'o')
+
+
+def test_failures_are_recorded_and_the_run_continues(tmp_path):
+    root = tmp_path / 'data'
+    names = pf.write_images(root / 'JPEGImages', 6, ext='.jpg')
+    ids = [n[:-4] for n in names]
+    good = (root / 'JPEGImages' / names[1]).read_bytes()
+    (root / 'JPEGImages' / names[1]).write_bytes(good[: len(good) // 3])  # truncated
+    (root / 'JPEGImages' / names[2]).write_bytes(b'')  # zero bytes
+    (root / 'ImageSets').mkdir()
+    (root / 'ImageSets' / 'list.txt').write_text('\n'.join(ids + ['img99']) + '\n')
+    # img03: no labels; img04: index 25 out of range; img05: makes the generator fail
+    (root / 'labels.txt').write_text(
+        'img00 0 14\nimg01 3\nimg02 4\nimg03\nimg04 25\nimg05 11 7\nimg99 1\n')
+    dataset = dict(type='VOCImageLabels', data_root=str(root), split='ImageSets/list.txt',
+                   labels='labels.txt', gt_dir=None)
+    cfg = _cfg(tmp_path, dataset, fail_label=7)
+    work = tmp_path / 'out'
+    summary = run_pseudo_job(cfg, work_dir=work)
+    assert summary['counts']['failed'] == 6
+    assert summary['counts']['processed'] == 1 and summary['counts']['done'] == 1
+    by_id = {f['id']: f for f in summary['failures']}
+    assert sorted(by_id) == ['img01', 'img02', 'img03', 'img04', 'img05', 'img99']
+    assert by_id['img01']['stage'] == 'load' and 'truncated' in by_id['img01']['reason']
+    assert by_id['img01']['img_path'].endswith('img01.jpg')
+    assert by_id['img02']['stage'] == 'load' and 'empty' in by_id['img02']['reason']
+    assert by_id['img03']['reason'] == 'no image-level labels'
+    assert by_id['img04']['stage'] == 'labels' and '25' in by_id['img04']['reason']
+    assert by_id['img05']['stage'] == 'generate' and 'refuses label 7' in by_id['img05']['reason']
+    assert by_id['img99']['stage'] == 'load' and 'not found' in by_id['img99']['reason']
+    lines = (work / 'failures.txt').read_text().splitlines()
+    assert len(lines) == 6 and lines[0].startswith('img01\t')
+    assert (work / 'masks' / 'img00.png').is_file()
+    assert not (work / 'masks' / 'img01.png').exists()
+    # fixing the data and rerunning processes exactly the failed images
+    (root / 'JPEGImages' / names[1]).write_bytes(good)
+    summary = run_pseudo_job(cfg, work_dir=work)
+    assert summary['counts']['processed'] == 1 and summary['counts']['skipped_resumed'] == 1
+    assert not any(f['id'] == 'img01' for f in summary['failures'])
+
+
+def test_unwritable_work_dir_fails_before_processing(tmp_path, folder, monkeypatch):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('x')
+    cfg = _cfg(tmp_path, folder)
+    built = []
+    monkeypatch.setattr(pf.FakeGenerator, '__init__',
+                        lambda self, **kw: built.append(kw) or None)
+    with pytest.raises(PermissionError, match=str(blocker / 'out')):
+        run_pseudo_job(cfg, work_dir=blocker / 'out')
+    assert built == []
+
+
+def test_class_count_mismatch_is_an_error(tmp_path, folder):
+    cfg = _cfg(tmp_path, folder)
+    cfg.generator = dict(type=pf.FAKE_GENERATOR, num_classes=80)
+    with pytest.raises(ValueError, match='20 classes but the generator'):
+        run_pseudo_job(cfg, work_dir=tmp_path / 'o')
+
+
+def test_missing_section_and_unknown_option(tmp_path, folder):
+    full = _cfg(tmp_path, folder)
+    cfg = Config(dict(pseudo_dataset=full.pseudo_dataset, generator=full.generator))
+    with pytest.raises(KeyError, match='mask_maker'):
+        run_pseudo_job(cfg, work_dir=tmp_path / 'o')
+    cfg = _cfg(tmp_path, folder)
+    cfg.pseudo_job = dict(save_cam=True)
+    with pytest.raises(KeyError, match='save_cam'):
+        run_pseudo_job(cfg, work_dir=tmp_path / 'o')
+
+
+def test_process_one_validates_generator_and_mask_outputs(tmp_path):
+    pf.write_images(tmp_path, 1)
+    record = dict(id='img00', img_path=str(tmp_path / 'img00.png'), label_ids=[2], gt_path=None)
+    layout = pio.OutputLayout(tmp_path / 'o')
+
+    class BadGen:
+        def generate(self, img, labels):
+            return dict(keys=np.array(labels), cam=np.zeros((1, 5, 5), np.float32))
+
+    from wsss_mmseg.pseudo.job import ImageFailure
+    with pytest.raises(ImageFailure, match='invalid generator output') as info:
+        process_one(record, generator=BadGen(), mask_maker=None, layout=layout, num_classes=20)
+    assert info.value.stage == 'generate'
+
+    def bad_mask(result, img):
+        return np.zeros((3, 3), np.uint8), np.zeros((3, 3), np.float32)
+    with pytest.raises(ImageFailure, match='do not match') as info:
+        process_one(record, generator=pf.FakeGenerator(), mask_maker=bad_mask,
+                    layout=layout, num_classes=20)
+    assert info.value.stage == 'mask'
+    assert not (tmp_path / 'o' / 'masks' / 'img00.png').exists()
+
+
+def test_job_on_voc_sample_with_evaluation(tmp_path, shared_data):
+    voc = shared_data / 'voc_sample'
+    dataset = dict(type='VOCImageLabels', data_root=str(voc),
+                   split='ImageSets/Segmentation/val.txt', labels='cls_labels.json',
+                   gt_dir='SegmentationClass')
+    cfg = _cfg(tmp_path, dataset)
+    cfg.pseudo_job = dict(fsync=False)
+    work = tmp_path / 'out'
+    summary = run_pseudo_job(cfg, work_dir=work)
+    assert summary['counts']['done'] == 60 and summary['counts']['failed'] == 0
+    ev = summary['evaluation']
+    assert ev['num_images'] == 60 and set(ev['variants']) == {'all', 'conf>=0.95'}
+    assert 0.0 <= ev['variants']['all']['miou'] <= 1.0
+    for name in ('eval.json', 'eval.md', 'eval_iou.png'):
+        assert (work / name).is_file()
+    full = json.loads((work / 'eval.json').read_text())
+    assert full['class_names'][:2] == ['background', 'aeroplane']
+    assert len(full['variants']['all']['per_class']) == 21
+    # thresholding can only add ignored pixels
+    assert ev['variants']['conf>=0.95']['ignored_fraction'] >= \
+        ev['variants']['all']['ignored_fraction']
+
+
+def test_job_on_coco_sample_with_80_classes(tmp_path, shared_data):
+    coco = shared_data / 'coco_sample'
+    dataset = dict(type='COCOImageLabels', data_root=str(coco),
+                   ann_file='annotations/instances_subset.json', img_dir='images',
+                   gt_dir='SegmentationClass')
+    cfg = _cfg(tmp_path, dataset)
+    cfg.generator = dict(type=pf.FAKE_GENERATOR, class_table='coco80')
+    cfg.pseudo_job = dict(fsync=False, eval_conf_thresholds=[])
+    summary = run_pseudo_job(cfg, work_dir=tmp_path / 'out')
+    assert summary['counts']['done'] == 20 and summary['counts']['failed'] == 0
+    assert summary['evaluation']['num_images'] == 20 and summary['evaluation']['failures'] == []
+    assert set(summary['evaluation']['variants']) == {'all'}
+    full = json.loads((tmp_path / 'out' / 'eval.json').read_text())
+    assert full['num_classes'] == 81
+    assert full['class_names'][1] == 'person'  # names of the instances file
+    mask = pio.read_mask_png(tmp_path / 'out' / 'masks' / '000000084061.png')
+    assert set(np.unique(mask).tolist()) <= {0, 1, 7, 25, 27}  # labels [0, 6, 24, 26] + 1
