@@ -7,10 +7,11 @@ Softmax-GradCAM maps and CAA-refined maps at the original image size:
    (aspect ratio not kept), ``ToTensor``, CLIP mean/std.
 2. Blocks ``1..L-1`` of the CLIP ViT run once without gradients (their
    head-averaged attention maps are kept for CAA).
-3. The last block runs ONCE with gradients on ``K`` copies of its ``ln_1``
-   output (one per label) followed by the head and the softmax over the ``K``
-   label + ``M`` background text embeddings; one backward gives every
-   ``dp_k/dA`` (:mod:`wsss_mmseg.cam.softmax_gradcam`).
+3. The last block runs ONCE with gradients w.r.t. its ``ln_1`` output ``A``,
+   followed by the head and the softmax over the ``K`` label + ``M`` background
+   text embeddings; every ``dp_k/dA`` comes from backward passes through the last
+   block only (one vmapped backward on CUDA, one per label on CPU)
+   (:mod:`wsss_mmseg.cam.softmax_gradcam`).
 4. Softmax-GradCAM on the patch grid, then (optionally) CAA
    (:mod:`wsss_mmseg.postprocess.caa`), both resized with ``cv2.resize``
    (``INTER_LINEAR``) to the original size.
