@@ -33,6 +33,7 @@ generator = dict(
     attn_layers=8,               # CAA: attention of the last 8 blocks
     caa=True,
     fidelity=True,               # reproduce the official outputs (see README: fidelity)
+    max_side=1024,               # bounded memory: longer input side capped (VOC/COCO never hit it)
     device='auto')
 
 # CAMs -> pseudo mask + confidence (max CRF posterior). The CGL loss ignores pixels whose

@@ -99,3 +99,18 @@ def test_registry_entries():
     assert isinstance(MODELS.build(dict(type='CAA', box_threshold=0.7)), CAA)
     crf = MODELS.build(dict(type='DenseCRF', iters=5))
     assert crf.params['iters'] == 5
+
+
+def test_generator_downscales_very_large_images(weights):
+    gen = MODELS.build(dict(type='CLIPESGenerator', clip=dict(model_name=None, pretrained=weights),
+                            max_side=128, device='cpu'))
+    img = _image(h=90, w=600)  # longer side 600 > 128: network input capped, maps at full size
+    x = gen.cam.preprocess(img)
+    assert max(x.shape[-2:]) <= 128 + 15 and x.shape[-1] % 16 == 0
+    out = gen.generate(img, [3])
+    assert out['cam'].shape == (1, 90, 600) and out['cam_refined'].shape == (1, 90, 600)
+
+
+def test_generator_default_cap_keeps_voc_coco_sizes_untouched(generator):
+    assert generator.cam.max_side == 1024
+    assert generator.cam.preprocess(_image(h=480, w=640)).shape[-2:] == (480, 640)

@@ -52,7 +52,11 @@ class CLIPESGenerator:
         fidelity: reproduce the official quirks (see :mod:`wsss_mmseg.cam.clip_es`).
         device: torch device, or ``'auto'`` (the current CUDA device when CUDA is available —
             under a distributed launcher each rank's own GPU — else the CPU).
-        max_side: optional downscale policy of the network input (default: none).
+        max_side: downscale policy bounding memory: an image whose longer side exceeds
+            ``max_side`` is scaled down (aspect ratio kept) for the network, and its maps are
+            resized back to the original size. Default 1024 px (at most 64x64 = 4096 ViT-B/16
+            tokens); VOC and COCO images (<= 640 px) are never affected, so the default keeps
+            fidelity. ``None`` disables the cap.
         batched_grad: ``True`` one vmapped backward for all labels, ``False`` one backward per
             label (last block only), ``None`` (default) = vmapped on CUDA, per label on CPU.
 
@@ -69,7 +73,7 @@ class CLIPESGenerator:
                  synonyms: Optional[str] = 'clip_es', templates: Union[str, Sequence[str]] = 'clip_es',
                  background: Union[None, str, Sequence[str]] = 'clip_es', box_threshold: float = 0.4,
                  attn_layers: int = 8, caa: bool = True, fidelity: bool = True, device: str = 'auto',
-                 max_side: Optional[int] = None, batched_grad: Optional[bool] = None) -> None:
+                 max_side: Optional[int] = 1024, batched_grad: Optional[bool] = None) -> None:
         clip_cfg = dict(_DEFAULT_CLIP if clip is None else clip)
         if 'device' in clip_cfg:
             raise ValueError("give the device with CLIPESGenerator(device=...), not inside clip=dict(...)")
