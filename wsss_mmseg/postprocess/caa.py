@@ -267,16 +267,7 @@ def caa_propagate(transition: Tensor, cams: Tensor, masks: Tensor) -> Tensor:
     Returns:
         ``(K, h, w)`` float32 refined maps before normalisation.
     """
-    if cams.dim() != 3 or masks.shape != cams.shape:
-        raise ValueError(f'cams and masks must both be (K, h, w); got {tuple(cams.shape)} and {tuple(masks.shape)}')
-    k, h, w = cams.shape
-    n = h * w
-    if transition.shape != (n, n):
-        raise ValueError(f'transition must be ({n}, {n}) for a {h}x{w} grid, got {tuple(transition.shape)}')
-    with _fp32(cams.device):
-        src = (masks.to(device=cams.device, dtype=torch.float32) * cams.float()).reshape(k, n)
-        out = src @ transition.to(cams.device).float().t()
-    return out.view(k, h, w)
+    return _propagate(transition, cams, masks, power=1, name='transition')
 
 
 def caa_propagate_power(sym: Tensor, cams: Tensor, masks: Tensor, *, power: int = 2) -> Tensor:
@@ -296,19 +287,24 @@ def caa_propagate_power(sym: Tensor, cams: Tensor, masks: Tensor, *, power: int 
     Returns:
         ``(K, h, w)`` float32 refined maps before normalisation.
     """
+    return _propagate(sym, cams, masks, power=power, name='sym')
+
+
+def _propagate(mat: Tensor, cams: Tensor, masks: Tensor, *, power: int, name: str) -> Tensor:
+    """``(B * M) @ (mat^T)^power`` in float32, with the shape checks of both public functions."""
     if cams.dim() != 3 or masks.shape != cams.shape:
         raise ValueError(f'cams and masks must both be (K, h, w); got {tuple(cams.shape)} and {tuple(masks.shape)}')
     if int(power) != power or power < 1:
         raise ValueError(f'power must be an integer >= 1, got {power}')
     k, h, w = cams.shape
     n = h * w
-    if sym.shape != (n, n):
-        raise ValueError(f'sym must be ({n}, {n}) for a {h}x{w} grid, got {tuple(sym.shape)}')
+    if mat.shape != (n, n):
+        raise ValueError(f'{name} must be ({n}, {n}) for a {h}x{w} grid, got {tuple(mat.shape)}')
     with _fp32(cams.device):
         out = (masks.to(device=cams.device, dtype=torch.float32) * cams.float()).reshape(k, n)
-        st = sym.to(cams.device).float().t()
+        mat_t = mat.to(cams.device).float().t()
         for _ in range(int(power)):
-            out = out @ st
+            out = out @ mat_t
     return out.view(k, h, w)
 
 
