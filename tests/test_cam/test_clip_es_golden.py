@@ -156,13 +156,15 @@ def test_caa_matches(case):
     from wsss_mmseg.cam.softmax_gradcam import minmax_normalize
     ref_patch = minmax_normalize(torch.from_numpy(raw_ref)).numpy()
     ref_hi = resize_maps(ref_patch, m['orig_hw'])
-    # min-max maps an absolute error d of the raw map to at most 2 d / range (range = max - min);
-    # the tiny random model has ranges of ~1e-3 of the values, so allow for that amplification.
+    # The final CAA-refined maps at the original size (what is saved) are within 1e-4 of the
+    # official ones. On the patch grid, min-max maps an absolute error d of the raw map to at
+    # most 2 d / range (range = max - min); the tiny random model has ranges of ~1e-3 of the
+    # values, so the patch-level intermediate gets that amplification as tolerance.
     flat = raw_ref.reshape(len(raw_ref), -1)
     tol = 1e-4 + 2 * raw_diff / (flat.max(1) - flat.min(1))
     for k in range(len(raw_ref)):
         assert _maxdiff(out['refined_patch'][k], ref_patch[k]) <= tol[k]
-        assert _maxdiff(out['cam_refined'][k], ref_hi[k]) <= tol[k]
+        assert _maxdiff(out['cam_refined'][k], ref_hi[k]) <= 1e-4
     official = g['official']
     np.testing.assert_array_equal(official['keys'], out['keys'])
     assert _maxdiff(out['cam_refined'].astype(np.float16), official['attn_highres']) <= 1e-3
