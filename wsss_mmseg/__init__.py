@@ -10,6 +10,7 @@ from .version import __version__
 compat.apply()
 
 from . import models  # noqa: E402,F401  (registers components)
-from .datasets import image_labels, pseudo_seg, transforms  # noqa: E402,F401
+from .datasets import (classic_transforms, image_labels, pacl_data, pseudo_seg,  # noqa: E402,F401
+                       transforms)
 
 __all__ = ['__version__', 'compat']

@@ -93,3 +93,15 @@ def test_missing_pydensecrf_gives_clear_import_error(monkeypatch):
     monkeypatch.setitem(sys.modules, 'pydensecrf.densecrf', None)
     with pytest.raises(ImportError, match='pydensecrf2'):
         crf_refine(np.zeros((1, 4, 5), np.float32), np.zeros((4, 5, 3), np.uint8))
+
+
+def test_crf_accepts_read_only_images():
+    pytest.importorskip('pydensecrf')
+    from wsss_mmseg.postprocess.crf import crf_refine
+    rng = np.random.RandomState(0)
+    img = rng.randint(0, 256, (12, 16, 3)).astype(np.uint8)
+    img.setflags(write=False)  # as returned by wsss_mmseg.utils.images.load_rgb
+    cams = rng.rand(2, 12, 16).astype(np.float32)
+    for fidelity in (True, False):
+        q = crf_refine(cams, img, fidelity=fidelity)
+        assert q.shape == (3, 12, 16)

@@ -81,8 +81,8 @@ def crf_image(img_rgb: np.ndarray, *, fidelity: bool = True) -> np.ndarray:
         ``(H, W, 3)`` C-contiguous uint8 image.
     """
     img = _check_image(img_rgb)
-    if not fidelity:
-        return np.ascontiguousarray(img)
+    if not fidelity:  # writable copy: pydensecrf refuses read-only buffers (e.g. from load_rgb)
+        return np.require(img, dtype=np.uint8, requirements=['C', 'W', 'O'])
     bgr = img[:, :, ::-1].astype(np.float32)
     bgr -= np.asarray(MEAN_BGR)  # float64 arithmetic stored back to float32, as the official in-place op
     wrapped = np.trunc(bgr).astype(np.int64) % 256  # x86 float->uint8 cast: truncate, keep the low byte
@@ -151,7 +151,7 @@ def dense_crf(unary: np.ndarray, image_u8: np.ndarray, *, iters: int = 10, pos_x
         ``(C, H, W)`` float32 posterior ``Q``.
     """
     dcrf = require_pydensecrf()
-    img = np.ascontiguousarray(_check_image(image_u8))
+    img = np.require(_check_image(image_u8), dtype=np.uint8, requirements=['C', 'W', 'O'])
     h, w = img.shape[:2]
     u = np.ascontiguousarray(np.asarray(unary, dtype=np.float32))
     if u.ndim != 2 or u.shape[1] != h * w:

@@ -1,0 +1,34 @@
+# PASCAL VOC 2012 (train_aug) with image-level labels for the classifier. Labels are derived
+# from SegmentationClassAug (labels=None); give an IRN cls_labels.npy / JSON with `labels=`.
+# Fill values (HideAndSeek / EraseRegions) are in BGR, the order of LoadImageFromFile.
+data_root = 'data/VOCdevkit/VOC2012'
+train_source = dict(type='VOCImageLabels', data_root=data_root,
+                    split='ImageSets/Segmentation/train_aug.txt', img_dir='JPEGImages',
+                    labels=None, gt_dir='SegmentationClassAug', class_table='voc20')
+val_source = dict(type='VOCImageLabels', data_root=data_root,
+                  split='ImageSets/Segmentation/val.txt', img_dir='JPEGImages',
+                  labels=None, gt_dir='SegmentationClass', class_table='voc20')
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResize', scale=(512, 512), ratio_range=(0.625, 1.25), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=(512, 512)),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackMultiLabelInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(512, 512), keep_ratio=False),
+    dict(type='PackMultiLabelInputs'),
+]
+train_dataloader = dict(
+    batch_size=16, num_workers=4, persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(type='ImageLevelLabelDataset', source=train_source, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8, num_workers=4, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type='ImageLevelLabelDataset', source=val_source, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='MultiLabelMetric', thr=0.5)
+test_evaluator = val_evaluator
