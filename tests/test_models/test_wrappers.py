@@ -47,3 +47,10 @@ def test_cpu_module_with_device_ids_wraps(gloo_group):
     assert ddp.device_ids is None
     out = ddp(torch.ones(3, 2))
     assert out.shape == (3, 1)
+
+
+def test_module_without_trainable_parameters_is_returned_unwrapped(gloo_group):
+    frozen = nn.Linear(2, 1).requires_grad_(False)
+    out = MODEL_WRAPPERS.build(dict(type='CPUCompatibleDDP'),
+                               default_args=dict(module=frozen, device_ids=[0]))
+    assert out is frozen

@@ -18,10 +18,19 @@ class CPUCompatibleDDP(MMDistributedDataParallel):
     behaves exactly like ``MMDistributedDataParallel`` otherwise. Use it with
     ``model_wrapper_cfg = dict(type='CPUCompatibleDDP')`` (our configs do).
 
+    A model without any trainable parameter (e.g. the training-free MaskCLIP segmentor
+    under a distributed ``tools/test.py``) needs no gradient synchronisation and torch's
+    DDP refuses it: the module is then returned unwrapped.
+
     Args:
         module: The model to wrap.
         **kwargs: Passed on to ``MMDistributedDataParallel``.
     """
+
+    def __new__(cls, module: nn.Module, **kwargs: Any):
+        if not any(p.requires_grad for p in module.parameters()):
+            return module
+        return super().__new__(cls)
 
     def __init__(self, module: nn.Module, **kwargs: Any) -> None:
         device = next((p.device for p in module.parameters()), None)

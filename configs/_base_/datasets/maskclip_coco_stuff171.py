@@ -1,0 +1,20 @@
+# COCO-Stuff 164k val2017, 171 classes. Short side 512 (spec §1.8). Adapted from
+# mmsegmentation's configs/_base_/datasets/coco-stuff164k.py (Apache-2.0).
+data_root = 'data/coco_stuff164k'
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type='COCOStuffDataset',
+        data_root=data_root,
+        data_prefix=dict(img_path='images/val2017', seg_map_path='annotations/val2017'),
+        pipeline=test_pipeline))
+test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])

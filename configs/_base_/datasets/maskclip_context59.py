@@ -1,0 +1,22 @@
+# PASCAL Context val, 59 classes (background ignored). MaskCLIP protocol (spec §1.8): keep-ratio
+# resize into (520, 520), i.e. LONG side 520. Adapted from mmsegmentation's
+# configs/_base_/datasets/pascal_context_59.py (Apache-2.0).
+data_root = 'data/VOCdevkit/VOC2010'
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(520, 520), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type='PascalContextDataset59',
+        data_root=data_root,
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassContext'),
+        ann_file='ImageSets/SegmentationContext/val.txt',
+        pipeline=test_pipeline))
+test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])

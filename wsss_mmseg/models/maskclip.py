@@ -1,0 +1,546 @@
+"""Registered MaskCLIP components: zero-shot segmentor, pseudo-label generator, KS/PD post-processors.
+
+Thin wrappers over :mod:`wsss_mmseg.cam.maskclip`, :mod:`wsss_mmseg.postprocess.key_smoothing`
+and :mod:`wsss_mmseg.postprocess.prompt_denoising`:
+
+* ``MaskCLIPSegmentor`` (an mmseg ``EncoderDecoder``) + ``MaskCLIPBackbone`` + ``MaskCLIPHead``:
+  training-free zero-shot segmentation evaluated by mmseg's own ``tools/test.py`` /
+  ``mim test`` (whole or sliding-window inference from ``test_cfg``). The segmentor has no
+  persistent state (the frozen CLIP comes from ``clip=dict(pretrained=...)``, the text
+  embeddings are non-persistent buffers), so the checkpoint that mmseg's test tool insists
+  on may be empty: :func:`write_empty_checkpoint`.
+* ``MaskCLIPGenerator``: MaskCLIP (or a surgery variant) as a pseudo-label source of
+  ``tools/generate_pseudo.py``, same interface as ``CLIPESGenerator``.
+* ``KeySmoothing`` / ``PromptDenoising``: registered post-processors usable on any class-wise
+  maps (MaskCLIP logits, CLIP-ES CAMs given the last-block keys).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.config import ConfigDict
+from mmengine.model import BaseModule
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.registry import MODELS
+from PIL import Image
+from torch import Tensor
+
+from ..cam.clip_es import CLIP_MEAN, CLIP_STD, clip_es_input_size, resize_maps, unique_labels
+from ..cam.maskclip import cosine_logits, dense_features, merge_background
+from ..clip import CLIPResNet, CLIPViT, build_clip, get_tokenizer
+from ..postprocess.key_smoothing import key_smoothing
+from ..postprocess.prompt_denoising import class_confidence, prompt_denoising
+from ..text import class_embeddings, class_names as table_class_names, resolve_background
+from ..text.encoder import TextEmbeddingCache
+from .generators import resolve_device
+
+__all__ = ['MaskCLIPBackbone', 'MaskCLIPHead', 'MaskCLIPSegmentor', 'MaskCLIPGenerator', 'KeySmoothing',
+           'PromptDenoising', 'write_empty_checkpoint', 'IMAGENET_MEAN_255', 'IMAGENET_STD_255',
+           'CLIP_MEAN_255', 'CLIP_STD_255']
+
+_DEFAULT_CLIP = dict(model_name='ViT-B-16', pretrained='openai')
+CLIP_MEAN_255 = [round(m * 255, 3) for m in CLIP_MEAN]   # 122.771, 116.746, 104.094
+CLIP_STD_255 = [round(s * 255, 3) for s in CLIP_STD]     # 68.501, 66.632, 70.323
+IMAGENET_MEAN_255 = [123.675, 116.28, 103.53]
+IMAGENET_STD_255 = [58.395, 57.12, 57.375]
+
+
+def _clip_cfg(clip: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    cfg = dict(_DEFAULT_CLIP)
+    cfg.update(clip or {})
+    if 'device' in cfg:
+        raise ValueError('give no device inside clip=dict(...): the runner (segmentor) or the '
+                         "generator's device=... places the model")
+    return cfg
+
+
+def _build_tower(model: torch.nn.Module, pos_interp: str) -> Union[CLIPViT, CLIPResNet]:
+    visual = model.visual
+    if hasattr(visual, 'transformer') and hasattr(visual, 'conv1'):
+        return CLIPViT(visual, pos_interp=pos_interp)
+    return CLIPResNet(visual)
+
+
+def write_empty_checkpoint(path: Union[str, 'os.PathLike[str]']) -> str:
+    """Write the (empty) checkpoint of a MaskCLIP segmentor for mmseg's ``tools/test.py``.
+
+    mmseg's test tool and ``mim test`` require a checkpoint argument; the segmentor has no
+    persistent parameters, so an empty state dict is its complete checkpoint.
+
+    Args:
+        path: Output file (parent folders are created).
+
+    Returns:
+        The path written.
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save({'state_dict': {}, 'meta': {'note': 'MaskCLIP is training-free: no weights to load'}}, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- post-processors
+@MODELS.register_module()
+class KeySmoothing:
+    """MaskCLIP key smoothing (spec §1.6) of any class-wise maps given last-layer keys.
+
+    ``out_i = sum_j W_ij P_j`` with ``P = softmax_c(scale * maps)`` (or ``P = maps`` with
+    ``apply_softmax=False``, e.g. for CAMs) and ``W`` the key cosine matrix (``key_norm='token'``)
+    or the official per-channel normalisation (``'legacy_dim1'``); only locations whose max class
+    probability is ``< thresh`` are replaced.
+
+    Args:
+        thresh: ``ks_thresh`` (1.0).
+        scale: Softmax inverse temperature (100).
+        key_norm: ``'token'`` or ``'legacy_dim1'``.
+        row_norm: ``None``, ``'l1'`` or ``'softmax'`` row normalisation of ``W``.
+        apply_softmax: Softmax over classes first (MaskCLIP) or smooth the maps as they are.
+    """
+
+    def __init__(self, thresh: float = 1.0, scale: float = 100.0, key_norm: str = 'token',
+                 row_norm: Optional[str] = None, apply_softmax: bool = True) -> None:
+        self.thresh = float(thresh)
+        self.scale = float(scale)
+        self.key_norm = key_norm
+        self.row_norm = row_norm
+        self.apply_softmax = bool(apply_softmax)
+        key_smoothing(torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), key_norm=key_norm, row_norm=row_norm)
+
+    def __call__(self, maps: Union[Tensor, np.ndarray], *, keys: Union[Tensor, np.ndarray]) -> Tensor:
+        """Smooth ``(K, h, w)`` or ``(B, K, h, w)`` maps.
+
+        Args:
+            maps: Class-wise maps on the key grid.
+            keys: ``(C, h, w)`` / ``(h*w, C)`` for unbatched maps, ``(B, C, h, w)`` / ``(B, h*w, C)``
+                for batched maps.
+
+        Returns:
+            Float32 tensor of the shape of ``maps``.
+        """
+        maps = torch.as_tensor(maps)
+        keys = torch.as_tensor(keys)
+        single = maps.dim() == 3
+        if single:
+            maps, keys = maps[None], keys[None]
+        out = key_smoothing(maps, keys, thresh=self.thresh, scale=self.scale, key_norm=self.key_norm,
+                            row_norm=self.row_norm, apply_softmax=self.apply_softmax)
+        return out[0] if single else out
+
+
+@MODELS.register_module()
+class PromptDenoising:
+    """MaskCLIP prompt denoising (spec §1.5): classes whose max-over-locations probability
+    (softmax over classes with ``scale``) is below ``thresh`` get ``fill`` logits everywhere.
+
+    Args:
+        thresh: ``pd_thresh`` (0.5).
+        scale: Softmax inverse temperature (100).
+        fill: Logit of removed classes (-100).
+    """
+
+    def __init__(self, thresh: float = 0.5, scale: float = 100.0, fill: float = -100.0) -> None:
+        if not 0.0 <= thresh <= 1.0:
+            raise ValueError(f'PromptDenoising thresh must be in [0, 1], got {thresh}.')
+        self.thresh = float(thresh)
+        self.scale = float(scale)
+        self.fill = float(fill)
+
+    def keep(self, logits: Tensor) -> Tensor:
+        """``(B, K)`` bool: the classes kept for each image of ``(B, K, h, w)`` logits."""
+        return class_confidence(logits, scale=self.scale) >= self.thresh
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        """Denoised ``(B, K, h, w)`` (or ``(K, h, w)``) logits, float32."""
+        logits = torch.as_tensor(logits)
+        single = logits.dim() == 3
+        out, _ = prompt_denoising(logits[None] if single else logits, thresh=self.thresh, scale=self.scale,
+                                  fill=self.fill)
+        return out[0] if single else out
+
+
+def _build_post(cfg: Union[None, Mapping[str, Any], Any], kind: str) -> Any:
+    if cfg is None or cfg is False:
+        return None
+    if isinstance(cfg, Mapping):
+        cfg = dict(cfg)
+        cfg.setdefault('type', kind)
+        return MODELS.build(cfg)
+    if cfg is True:
+        return MODELS.build(dict(type=kind))
+    return cfg
+
+
+# ----------------------------------------------------------------------------- segmentor parts
+@MODELS.register_module()
+class MaskCLIPBackbone(BaseModule):
+    """Frozen CLIP image tower giving MaskCLIP dense embeddings and last-block keys.
+
+    Returns ``(dense (B, E, h, w), keys (B, C, h, w))``. Inputs of any size: they are
+    zero-padded right/bottom to a multiple of :attr:`stride` and the grid is cropped to
+    ``ceil(H / stride) x ceil(W / stride)``. The CLIP model is *not* a registered submodule:
+    it moves with the backbone (``.to()``/``.cuda()``) but stays out of ``state_dict()``, so
+    checkpoints of the segmentor stay empty.
+
+    Args:
+        clip: ``build_clip`` arguments (``model_name``, ``pretrained``, ``precision``...).
+        mode: ViT last-block surgery: ``'maskclip'`` (default), ``'vanilla'``, ``'sclip'``,
+            ``'clearclip'``, ``'naclip'``.
+        residual: ViT: keep the last block's residual (``None`` = the mode's default).
+        ffn: ViT: keep the last block's FFN (``None`` = the mode's default).
+        sigma: ViT ``'naclip'`` Gaussian std in patches (``None`` = 5).
+        legacy_maskclip_keys: ViT: keys through ``out_proj`` as the official MaskCLIP code.
+        pos_embed: ResNet only: add the attention pool's positional embedding (MaskCLIP: no).
+        pos_interp: ViT positional-table interpolation (``'bicubic'``, MaskCLIP).
+        init_cfg: Unused (weights come from ``clip``).
+    """
+
+    def __init__(self, *, clip: Optional[Mapping[str, Any]] = None, mode: Optional[str] = None,
+                 residual: Optional[bool] = None, ffn: Optional[bool] = None, sigma: Optional[float] = None,
+                 legacy_maskclip_keys: Optional[bool] = None, pos_embed: Optional[bool] = None,
+                 pos_interp: str = 'bicubic', init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        model = build_clip(**_clip_cfg(clip))
+        tower = _build_tower(model, pos_interp)
+        self.options = dict(mode=mode, residual=residual, ffn=ffn, sigma=sigma,
+                            legacy_maskclip_keys=legacy_maskclip_keys, pos_embed=pos_embed)
+        # validate the options against the tower kind now (clear error at build time)
+        probe = 32 if isinstance(tower, CLIPResNet) else tower.patch_size
+        with torch.no_grad():
+            dense_features(tower, torch.zeros(1, 3, probe, probe, dtype=torch.float32,
+                                              device=next(model.visual.parameters()).device), **self.options)
+        object.__setattr__(self, '_tower', tower)  # not a submodule: not in state_dict()
+        self.stride = int(tower.patch_size if isinstance(tower, CLIPViT) else CLIPResNet.stride)
+        self.is_vit = isinstance(tower, CLIPViT)
+
+    @property
+    def tower(self) -> Union[CLIPViT, CLIPResNet]:
+        """The wrapped frozen tower."""
+        return self._tower
+
+    def _apply(self, fn, recurse: bool = True):  # torch's hook behind .to()/.cuda()/.half()
+        """Also move/cast the hidden CLIP tower."""
+        self._tower._apply(fn)
+        return super()._apply(fn, recurse)
+
+    def train(self, mode: bool = True) -> 'MaskCLIPBackbone':
+        """The tower always stays in eval mode."""
+        super().train(mode)
+        self._tower.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(dense (B, E, h, w), keys (B, C, h, w))`` of normalised images ``(B, 3, H, W)``."""
+        h, w = images.shape[-2:]
+        s = self.stride
+        ph, pw = (-h) % s, (-w) % s
+        if ph or pw:
+            images = F.pad(images, (0, pw, 0, ph))
+        out = dense_features(self._tower, images, **self.options)
+        return out['dense'], out['keys']
+
+
+@MODELS.register_module()
+class MaskCLIPHead(BaseDecodeHead):
+    """Training-free MaskCLIP classifier: cosine of dense embeddings with class text embeddings.
+
+    ``forward`` returns ``(B, num_classes, h, w)`` raw cosine logits at feature resolution
+    (after optional prompt denoising and key smoothing, applied per forward call, i.e. per
+    window in slide mode); ``predict`` resizes them bilinearly to the input (aligned with the
+    padded grid when ``feature_stride`` is known), so mmseg's whole/slide inference works.
+    With ``background`` words, their channels are reduced by a max into class 0 and the
+    foreground classes follow (``num_classes = 1 + K``), matching datasets whose class 0 is
+    background (VOC-21).
+
+    Args:
+        clip: ``build_clip`` arguments (the segmentor fills in its own).
+        class_table: Class-name table of the prompts (``'voc20_readable'``, ``'context59_readable'``...).
+        classes: Subset of ``class_table`` (names/indices) or free-form names without a table.
+        templates: Prompt templates (``'maskclip85'``: 80 ImageNet + 5 scene templates).
+        synonyms: Optional synonym set / mapping (see :func:`wsss_mmseg.text.class_embeddings`).
+        background: ``None`` or background words (set name such as ``'maskclip_demo'`` or a list).
+        prompt_denoising: ``None`` or a ``PromptDenoising`` config (``dict(thresh=0.5)``).
+        key_smoothing: ``None`` or a ``KeySmoothing`` config (``dict(thresh=1.0, key_norm='legacy_dim1')``).
+        feature_stride: Input pixels per feature cell (the segmentor sets it from the backbone).
+        text_cache_dir: Optional on-disk text-embedding cache.
+        align_corners: Of the bilinear resize.
+        **kwargs: Other ``BaseDecodeHead`` arguments (``ignore_index``...).
+    """
+
+    def __init__(self, *, clip: Optional[Mapping[str, Any]] = None, class_table: Optional[str] = None,
+                 classes: Optional[Sequence[Union[str, int]]] = None,
+                 templates: Union[str, Sequence[str]] = 'maskclip85',
+                 synonyms: Union[None, str, Mapping[str, str]] = None,
+                 background: Union[None, str, Sequence[str]] = None,
+                 prompt_denoising: Optional[Mapping[str, Any]] = None,
+                 key_smoothing: Optional[Mapping[str, Any]] = None, feature_stride: Optional[int] = None,
+                 text_cache_dir: Optional[str] = None, align_corners: bool = False, **kwargs) -> None:
+        if classes is not None and len(classes) == 0:
+            raise ValueError('MaskCLIPHead: the class list is empty; give class names (or class_table=...).')
+        if class_table is None and classes is None:
+            raise ValueError('MaskCLIPHead needs class_table=... and/or classes=[...].')
+        cfg = _clip_cfg(clip)
+        model = build_clip(**cfg)
+        tokenizer = get_tokenizer(cfg.get('model_name'))
+        cache = TextEmbeddingCache(text_cache_dir) if text_cache_dir else None
+        fg, bg = class_embeddings(model, tokenizer, classes=list(classes) if classes is not None else None,
+                                  table=class_table, synonyms=synonyms, templates=templates,
+                                  background=background, cache=cache, model_name=str(cfg.get('model_name')),
+                                  device='cpu')
+        num_fg, num_bg = int(fg.shape[0]), int(bg.shape[0])
+        num_classes = num_fg + (1 if num_bg else 0)
+        emb = int(fg.shape[1])
+        for key in ('in_channels', 'channels', 'num_classes', 'init_cfg', 'dropout_ratio'):
+            if key in kwargs:
+                raise ValueError(f'MaskCLIPHead sets {key} itself (from the text embeddings); do not pass it.')
+        kwargs.setdefault('loss_decode', dict(type='CrossEntropyLoss', avg_non_ignore=True))  # never used
+        super().__init__(in_channels=emb, channels=emb, num_classes=num_classes, dropout_ratio=0.0,
+                         align_corners=align_corners, init_cfg=None, **kwargs)
+        self.conv_seg = None  # no trainable classifier: the text embeddings are the classifier
+        self.register_buffer('text_embeddings', torch.cat([fg, bg]).float(), persistent=False)
+        self.num_fg = num_fg
+        self.num_bg = num_bg
+        self.feature_stride = feature_stride
+        self.pd = _build_post(prompt_denoising, 'PromptDenoising')
+        self.ks = _build_post(key_smoothing, 'KeySmoothing')
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        """``(B, num_classes, h, w)`` logits from ``(dense, keys)``."""
+        dense, keys = inputs[0], inputs[1]
+        logits = cosine_logits(dense, self.text_embeddings)
+        if self.pd is not None:
+            logits = self.pd(logits)
+        if self.ks is not None:
+            logits = self.ks(logits, keys=keys)
+        if self.num_bg:
+            logits = merge_background(logits, num_fg=self.num_fg)
+        return logits
+
+    def predict_by_feat(self, seg_logits: Tensor, batch_img_metas: List[dict]) -> Tensor:
+        """Resize feature-resolution logits to the network input size (see the class doc)."""
+        meta = batch_img_metas[0]
+        if isinstance(meta['img_shape'], torch.Size):
+            size = tuple(meta['img_shape'])  # slide inference
+        elif 'pad_shape' in meta:
+            size = tuple(meta['pad_shape'][:2])
+        else:
+            size = tuple(meta['img_shape'][:2])
+        s = self.feature_stride
+        if s:
+            h, w = seg_logits.shape[-2:]
+            full = F.interpolate(seg_logits, size=(h * s, w * s), mode='bilinear', align_corners=self.align_corners)
+            return full[..., :size[0], :size[1]]
+        return F.interpolate(seg_logits, size=size, mode='bilinear', align_corners=self.align_corners)
+
+    def loss(self, *args, **kwargs):
+        """MaskCLIP is training-free: there is nothing to train in this head."""
+        raise NotImplementedError('MaskCLIPHead is training-free (zero-shot); use it with tools/test.py only.')
+
+
+@MODELS.register_module()
+class MaskCLIPSegmentor(EncoderDecoder):
+    """Zero-shot MaskCLIP segmentor for mmseg's test tools (``EncoderDecoder`` subclass).
+
+    Wires ``clip`` into the backbone and head, sets the data preprocessor's normalisation
+    (CLIP mean/std, or ImageNet's with ``legacy_imagenet_norm=True`` as the official MaskCLIP
+    configs), and refuses a sliding window larger than the image unless ``slide_clamp=True``
+    (then mmseg's behaviour: the window shrinks to the image).
+
+    Args:
+        clip: ``build_clip`` arguments shared by backbone and head.
+        backbone: ``MaskCLIPBackbone`` config (``type`` optional).
+        decode_head: ``MaskCLIPHead`` config (``type`` optional).
+        legacy_imagenet_norm: Normalise with ImageNet mean/std instead of CLIP's.
+        slide_clamp: Allow windows larger than the image in slide mode (clamped).
+        data_preprocessor: ``SegDataPreProcessor`` config WITHOUT mean/std (set here).
+        test_cfg: mmseg test config, ``dict(mode='whole')`` or
+            ``dict(mode='slide', crop_size=(h, w), stride=(sh, sw))``.
+        **kwargs: Other ``EncoderDecoder`` arguments.
+    """
+
+    def __init__(self, *, clip: Optional[Mapping[str, Any]] = None, backbone: Optional[Mapping[str, Any]] = None,
+                 decode_head: Optional[Mapping[str, Any]] = None, legacy_imagenet_norm: bool = False,
+                 slide_clamp: bool = False, data_preprocessor: Optional[Mapping[str, Any]] = None,
+                 test_cfg: Optional[Mapping[str, Any]] = None, **kwargs) -> None:
+        if decode_head is None:
+            raise ValueError('MaskCLIPSegmentor needs decode_head=dict(class_table=... or classes=[...]).')
+        clip_cfg = _clip_cfg(clip)
+        backbone = dict(backbone or {})
+        backbone.setdefault('type', 'MaskCLIPBackbone')
+        backbone.setdefault('clip', clip_cfg)
+        decode_head = dict(decode_head)
+        decode_head.setdefault('type', 'MaskCLIPHead')
+        decode_head.setdefault('clip', clip_cfg)
+        dp = dict(data_preprocessor or dict(type='SegDataPreProcessor', bgr_to_rgb=True, pad_val=0,
+                                            seg_pad_val=255))
+        if 'mean' in dp or 'std' in dp:
+            raise ValueError('MaskCLIPSegmentor sets the normalisation itself (CLIP mean/std, or ImageNet with '
+                             'legacy_imagenet_norm=True); remove mean/std from data_preprocessor.')
+        dp['mean'] = list(IMAGENET_MEAN_255 if legacy_imagenet_norm else CLIP_MEAN_255)
+        dp['std'] = list(IMAGENET_STD_255 if legacy_imagenet_norm else CLIP_STD_255)
+        super().__init__(backbone=backbone, decode_head=decode_head, data_preprocessor=dp,
+                         test_cfg=ConfigDict(test_cfg or dict(mode='whole')), **kwargs)
+        self.legacy_imagenet_norm = bool(legacy_imagenet_norm)
+        self.slide_clamp = bool(slide_clamp)
+        if getattr(self.decode_head, 'feature_stride', None) is None:
+            self.decode_head.feature_stride = int(getattr(self.backbone, 'stride', 0)) or None
+
+    def slide_inference(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
+        """mmseg's sliding window, with a clear error for a window larger than the image."""
+        h_crop, w_crop = self.test_cfg.crop_size
+        h_img, w_img = inputs.shape[-2:]
+        if (h_crop > h_img or w_crop > w_img) and not self.slide_clamp:
+            raise ValueError(
+                f'sliding window crop_size=({h_crop}, {w_crop}) is larger than the network input '
+                f'({h_img}, {w_img}) of {batch_img_metas[0].get("img_path", "this image")}; use a smaller '
+                "crop_size, test_cfg=dict(mode='whole'), or model.slide_clamp=True to shrink the window.")
+        return super().slide_inference(inputs, batch_img_metas)
+
+
+# ----------------------------------------------------------------------------- pseudo-label source
+@MODELS.register_module()
+class MaskCLIPGenerator:
+    """MaskCLIP dense labels as a pseudo-label source (interface of ``CLIPESGenerator``).
+
+    Per image: bicubic resize to multiples of the stride (aspect ratio not kept, as CLIP-ES;
+    longer side capped by ``max_side``), dense embeddings (optional ViT surgery), cosine logits
+    with the image's ``K`` label embeddings + ``M`` background-word embeddings,
+    ``P = softmax(scale * cos)`` over these ``K + M`` prompts only (restricted to the image's
+    labels), ``cam_k = P_k / max_x P_k`` (``cam_norm='max'``: each present class reaches 1, as
+    CAMs; ``'minmax'`` also subtracts the minimum; ``'none'`` keeps the probabilities), resized
+    bilinearly to the original size. ``cam_refined``: key smoothing of the ``K + M`` logits
+    (then the same normalisation) and/or CAA on the patch maps, ``None`` when neither is set.
+    Without background words and ``K = 1`` the softmax is 1 everywhere: use background words.
+
+    Args:
+        clip: ``build_clip`` arguments.
+        class_table: Table whose indices the label ids are (``'voc20'``).
+        text_table: Table of the prompt names in the same order (``'voc20_readable'``; default
+            ``class_table``).
+        synonyms: Synonym set/mapping for the prompts, or None.
+        templates: Prompt templates (``'maskclip85'``).
+        background: Background words (``'clip_es'`` = CLIP-ES's 25 VOC words, ``'maskclip_demo'``,
+            a list) or None.
+        scale: Softmax inverse temperature (100, CLIP's logit scale).
+        cam_norm: ``'max'``, ``'minmax'`` or ``'none'``.
+        mode, residual, ffn, sigma, legacy_maskclip_keys, pos_embed: dense-path options
+            (:class:`MaskCLIPBackbone`).
+        key_smoothing: ``None`` or a ``KeySmoothing`` config.
+        caa: ``None`` or a ``CAA`` config (ViT only; attention of the last ``attn_layers`` blocks).
+        legacy_imagenet_norm: ImageNet mean/std instead of CLIP's.
+        device: torch device or ``'auto'``.
+        max_side: Cap of the longer network-input side (None: no cap).
+        pos_interp: ViT positional-table interpolation.
+    """
+
+    def __init__(self, clip: Optional[Mapping[str, Any]] = None, class_table: str = 'voc20',
+                 text_table: Optional[str] = None, synonyms: Union[None, str, Mapping[str, str]] = None,
+                 templates: Union[str, Sequence[str]] = 'maskclip85',
+                 background: Union[None, str, Sequence[str]] = 'clip_es', scale: float = 100.0,
+                 cam_norm: str = 'max', mode: Optional[str] = None, residual: Optional[bool] = None,
+                 ffn: Optional[bool] = None, sigma: Optional[float] = None,
+                 legacy_maskclip_keys: Optional[bool] = None, pos_embed: Optional[bool] = None,
+                 key_smoothing: Optional[Mapping[str, Any]] = None, caa: Optional[Mapping[str, Any]] = None,
+                 legacy_imagenet_norm: bool = False, device: str = 'auto', max_side: Optional[int] = 1024,
+                 pos_interp: str = 'bicubic') -> None:
+        if cam_norm not in ('max', 'minmax', 'none'):
+            raise ValueError(f"cam_norm must be 'max', 'minmax' or 'none', got {cam_norm!r}.")
+        self.device = resolve_device(device)
+        self.class_table = class_table
+        self._class_names = list(table_class_names(class_table))
+        text_table = text_table or class_table
+        if len(table_class_names(text_table)) != len(self._class_names):
+            raise ValueError(f'text_table {text_table!r} has {len(table_class_names(text_table))} names, '
+                             f'class_table {class_table!r} has {len(self._class_names)}; they must align.')
+        cfg = _clip_cfg(clip)
+        model = build_clip(device=self.device, **cfg)
+        tokenizer = get_tokenizer(cfg.get('model_name'))
+        bg_words = resolve_background(background, table=class_table) or None  # aliases resolve by class_table
+        fg, bg = class_embeddings(model, tokenizer, table=text_table, synonyms=synonyms, templates=templates,
+                                  background=bg_words, device=self.device)
+        self.fg_text, self.bg_text = fg.float(), bg.float()
+        self.tower = _build_tower(model, pos_interp)
+        self.options = dict(mode=mode, residual=residual, ffn=ffn, sigma=sigma,
+                            legacy_maskclip_keys=legacy_maskclip_keys, pos_embed=pos_embed)
+        self.stride = int(self.tower.patch_size if isinstance(self.tower, CLIPViT) else CLIPResNet.stride)
+        with torch.no_grad():
+            dense_features(self.tower, torch.zeros(1, 3, self.stride, self.stride, device=self.device),
+                           **self.options)
+        self.scale = float(scale)
+        self.cam_norm = cam_norm
+        self.ks = _build_post(key_smoothing, 'KeySmoothing')
+        self.caa = _build_post(caa, 'CAA')
+        if self.caa is not None and not isinstance(self.tower, CLIPViT):
+            raise ValueError('caa needs attention maps: it applies to ViT CLIPs only (this one is a ResNet).')
+        self.mean = IMAGENET_MEAN_255 if legacy_imagenet_norm else CLIP_MEAN_255
+        self.std = IMAGENET_STD_255 if legacy_imagenet_norm else CLIP_STD_255
+        self.max_side = max_side
+
+    @property
+    def class_names(self) -> List[str]:
+        """Class names of ``class_table`` (label id ``i`` -> ``class_names[i]``, mask value ``i + 1``)."""
+        return list(self._class_names)
+
+    def preprocess(self, img: np.ndarray) -> Tensor:
+        """``(1, 3, H, W)`` normalised network input (bicubic resize to multiples of the stride)."""
+        h0, w0 = img.shape[:2]
+        h, w = clip_es_input_size(h0, w0, patch=self.stride, max_side=self.max_side)
+        pil = Image.fromarray(np.ascontiguousarray(img), mode='RGB').resize((w, h), Image.BICUBIC)
+        x = torch.from_numpy(np.array(pil, dtype=np.float32)).permute(2, 0, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        return ((x - mean) / std)[None].contiguous()
+
+    def _normalise(self, maps: Tensor) -> Tensor:
+        if self.cam_norm == 'none':
+            return maps
+        flat = maps.flatten(1)
+        hi = flat.amax(dim=1)[:, None, None]
+        if self.cam_norm == 'max':
+            return maps / hi.clamp_min(1e-12)
+        lo = flat.amin(dim=1)[:, None, None]
+        return (maps - lo) / (hi - lo).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def generate(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Any]:
+        """Class maps of one image at its original size.
+
+        Args:
+            img_rgb_uint8: ``(H0, W0, 3)`` uint8 RGB image.
+            label_ids: Class indices (into :attr:`class_names`) present in the image, ``K >= 1``.
+
+        Returns:
+            dict with ``keys`` int64 ``(K,)``, ``cam`` float32 ``(K, H0, W0)`` in ``[0, 1]`` and
+            ``cam_refined`` float32 ``(K, H0, W0)`` (key smoothing / CAA) or ``None``.
+        """
+        img = np.asarray(img_rgb_uint8)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f'expected an (H, W, 3) uint8 RGB image, got shape {img.shape} dtype {img.dtype}')
+        keys = unique_labels(label_ids, num_classes=len(self._class_names))
+        k = len(keys)
+        x = self.preprocess(img).to(self.device)
+        opts = dict(self.options)
+        if self.caa is not None:
+            opts['attn_last'] = min(int(getattr(self.caa, 'attn_layers', 8)), self.tower.num_layers)
+        feats = dense_features(self.tower, x, **opts)
+        text = torch.cat([self.fg_text[keys], self.bg_text])
+        logits = cosine_logits(feats['dense'], text)  # (1, K + M, h, w)
+        prob = (self.scale * logits).softmax(dim=1)[0, :k]
+        cam = self._normalise(prob).clamp(0.0, 1.0)
+        h0, w0 = img.shape[:2]
+        out: Dict[str, Any] = {'keys': np.asarray(keys, dtype=np.int64), 'cam': resize_maps(cam, (h0, w0)),
+                               'cam_refined': None}
+        refined: Optional[Tensor] = None
+        if self.ks is not None:
+            refined = self._normalise(self.ks(logits, keys=feats['keys'])[0, :k].clamp_min(0.0)).clamp(0.0, 1.0)
+        if self.caa is not None:
+            base = refined if refined is not None else cam
+            refined = torch.as_tensor(self.caa(base.float(), attn=[a[0] for a in feats['attn']]))
+        if refined is not None:
+            out['cam_refined'] = resize_maps(refined, (h0, w0))
+        return out
