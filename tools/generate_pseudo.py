@@ -23,7 +23,8 @@ Output (``--work-dir``, default ``<cfg.work_dir>/pseudo`` or
 
 Rerunning the same command resumes: images whose files all exist are skipped.
 The exit status is 1 when any image failed (they are listed, and kept in
-failures.txt), 0 otherwise.
+failures.txt), 2 when the job stopped because an output could not be written
+(disk full, ...) or another job holds the work dir's lock, 0 otherwise.
 
 Image-level label sources (``pseudo_dataset``):
 
@@ -108,7 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     import wsss_mmseg.datasets  # noqa: F401  (label sources, if not imported above)
     import wsss_mmseg.models.generators  # noqa: F401  (CLIPESGenerator, PseudoMaskMaker)
     import wsss_mmseg.models.postprocessors  # noqa: F401  (DenseCRF, CAA)
-    from wsss_mmseg.pseudo.job import check_writable, run_pseudo_job, summarize_failures
+    from wsss_mmseg.pseudo.job import (OutputWriteError, WorkDirLockedError, check_writable,
+                                       run_pseudo_job, summarize_failures)
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
@@ -123,9 +125,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     check_writable(work_dir)  # a clear error naming the folder, before anything else
     logger = MMLogger.get_instance(
         f'wsss_pseudo_{datetime.datetime.now():%Y%m%d_%H%M%S_%f}',
-        log_file=osp.join(work_dir, 'pseudo.log'), log_level='INFO')
-    summary = run_pseudo_job(cfg, work_dir=work_dir, save_cams=args.save_cams,
-                             resume=not args.no_resume, logger=logger)
+        log_file=osp.join(work_dir, 'pseudo.log'), log_level='INFO',
+        file_mode='a')  # append: a resumed (or a refused second) run keeps the log
+    try:
+        summary = run_pseudo_job(cfg, work_dir=work_dir, save_cams=args.save_cams,
+                                 resume=not args.no_resume, logger=logger)
+    except (WorkDirLockedError, OutputWriteError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
     failures = summary.get('failures') or []
     if failures:
         if rank == 0:

@@ -33,12 +33,32 @@ File formats (all deterministic: same array -> same bytes):
   so pickle stores it once; the official ``eval_cam.py`` /
   ``eval_cam_with_crf.py`` read these files unchanged. Reading a pickled file
   executes code from it: only load CAM files you wrote yourself.
+
+Write errors (a full disk, a read-only or vanished folder, an I/O error) come
+back as ``OSError`` whose ``filename`` is the final path being written, so the
+message always says *which* file could not be written.
+
+Fault injection (test-only): when the environment variable
+``WSSS_MMSEG_FAULT`` is set to ``POINT[:N[:ACTION]]``, the N-th (default 1st)
+time the code passes the named point -- counting only paths that contain
+``WSSS_MMSEG_FAULT_PATH`` when that is set -- the process kills itself with
+``SIGKILL`` (``ACTION=kill``, the default) or, for ``ACTION=enospc``, raises
+``OSError(ENOSPC)`` there and at every later pass (a disk stays full). Points
+of this module: ``write`` (data written to the temp file, before flush/fsync),
+``before_rename`` (temp file complete, final name not yet replaced),
+``after_rename``; the job adds ``between_images``, ``evaluate`` and
+``before_summary`` (see :mod:`wsss_mmseg.pseudo.job`). Unset (the normal
+case) it costs one environment lookup per file. The crash-safety tests in
+``tests/test_reliability`` use it to kill the job at exact points.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import os
 import secrets
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
@@ -53,7 +73,7 @@ __all__ = [
     'encode_mask_png', 'write_mask_png', 'read_mask_png',
     'encode_confidence_png', 'write_confidence_png', 'read_confidence_png',
     'build_cam_record', 'save_cam_npy', 'load_cam_npy', 'cleanup_stale_temps', 'OutputLayout',
-    'check_output_id',
+    'check_output_id', 'fault_point', 'FAULT_ENV',
 ]
 
 #: Suffix of temporary files; anything ending in it is removable debris.
@@ -61,6 +81,46 @@ TMP_SUFFIX = '.wsss-tmp'
 #: Label value of ignored pixels.
 IGNORE_INDEX = 255
 _CONF_SCALE = 65535
+
+
+#: Environment variable of the test-only fault injection (module docstring).
+FAULT_ENV = 'WSSS_MMSEG_FAULT'
+_FAULT_STATE: Dict[str, object] = {}
+
+
+def fault_point(point: str, path: Optional[PathLike] = None) -> None:
+    """Test-only fault injection hook (see the module docstring); no-op when unset.
+
+    Args:
+        point: Name of the place in the code.
+        path: The file (or image id) being handled, matched against
+            ``WSSS_MMSEG_FAULT_PATH``.
+
+    Raises:
+        OSError: ``ENOSPC`` when the active spec asks for it.
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    parts = spec.split(':')
+    if parts[0] != point:
+        return
+    substr = os.environ.get(FAULT_ENV + '_PATH')
+    if substr and (path is None or substr not in os.fspath(path)):
+        return
+    nth = int(parts[1]) if len(parts) > 1 and parts[1] else 1
+    action = parts[2] if len(parts) > 2 else 'kill'
+    key = f'{spec}|{substr}'
+    count = int(_FAULT_STATE.get(key, 0)) + 1  # type: ignore[arg-type]
+    _FAULT_STATE[key] = count
+    if count < nth:
+        return
+    if action == 'kill' and count == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == 'enospc':
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path or point))
+    elif action not in ('kill', 'enospc'):
+        raise ValueError(f'{FAULT_ENV}={spec!r}: unknown action {action!r} (kill, enospc)')
 
 
 # ----------------------------------------------------------------- atomicity
@@ -96,7 +156,10 @@ def atomic_open(path: PathLike, *, fsync: bool = True) -> Iterator[io.BufferedWr
     """
     path = Path(path)
     directory = path.parent
-    tmp = directory / f'.{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}'
+    name = path.name
+    if len(os.fsencode(name)) > 100:  # keep temp names short: a 255-byte final name must work
+        name = hashlib.sha1(os.fsencode(name)).hexdigest()[:16]
+    tmp = directory / f'.{name}.{secrets.token_hex(6)}{TMP_SUFFIX}'
     try:
         f = open(tmp, 'xb')
     except FileNotFoundError as exc:
@@ -106,18 +169,27 @@ def atomic_open(path: PathLike, *, fsync: bool = True) -> Iterator[io.BufferedWr
         raise PermissionError(
             f'cannot write {path}: directory {directory} is not writable') from exc
     try:
-        with f:
-            yield f
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with f:
+                yield f
+                fault_point('write', path)
+                f.flush()
+                if fsync:
+                    os.fsync(f.fileno())
+            fault_point('before_rename', path)
+            os.replace(tmp, path)
+        except OSError as exc:
+            if exc.errno is not None and exc.filename is None:
+                # e.g. ENOSPC from write/flush: name the file the user cares about
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise
     except BaseException:
         try:
             tmp.unlink()
         except FileNotFoundError:
             pass
         raise
+    fault_point('after_rename', path)
     if fsync:
         _fsync_dir(directory)
 

@@ -46,11 +46,28 @@ content of the split/label files changed, is refused (``resume=False`` /
 A failing image (unreadable file, no labels, label index out of range,
 generator/mask error) is recorded with its path and the reason and the job goes
 on; ``summary['counts']['failed']`` tells the caller to exit non-zero.
+
+A failing *write* (full disk, read-only or vanished folder, I/O error) is not a
+problem of one image: the job stops at once with :class:`OutputWriteError`
+naming the file. Every file already under its final name stays complete, and
+rerunning the same command resumes (``summary['counts']['skipped_resumed']``
+says how many images were found finished).
+
+One job per work dir: rank 0 holds an exclusive ``fcntl.flock`` on
+``<work_dir>/.lock`` from before the stale-temp cleanup until the job returns
+(the OS releases it when the process dies, so a killed job never leaves a stale
+lock). A second job on the same folder is refused at once with
+:class:`WorkDirLockedError` naming the folder and the holder's pid and host;
+the ranks of one distributed job share rank 0's lock. ``flock`` is advisory and
+local: jobs on different hosts sharing a network file system that does not
+propagate ``flock`` (some NFS setups) are not protected; without ``fcntl``
+(Windows) no lock is taken.
 """
 from __future__ import annotations
 
 import copy
 import datetime
+import errno
 import hashlib
 import json
 import os
@@ -66,14 +83,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .io import (OutputLayout, atomic_write_bytes, check_output_id,
-                 cleanup_stale_temps, save_cam_npy, write_confidence_png,
-                 write_mask_png)
+                 cleanup_stale_temps, fault_point, save_cam_npy,
+                 write_confidence_png, write_mask_png)
 
 PathLike = Union[str, os.PathLike]
 
 __all__ = ['run_pseudo_job', 'shard_indices', 'config_fingerprint',
            'process_one', 'JOB_DEFAULTS', 'ImageFailure', 'summarize_failures',
-           'check_writable']
+           'check_writable', 'OutputWriteError', 'WorkDirLockedError',
+           'acquire_work_dir_lock', 'LOCK_FILE']
 
 #: Defaults of ``cfg.pseudo_job``.
 JOB_DEFAULTS: Dict[str, Any] = dict(
@@ -83,6 +101,55 @@ JOB_DEFAULTS: Dict[str, Any] = dict(
 
 _RANK_DIR = '.pseudo_ranks'
 _FINGERPRINT_FILE = 'pseudo_fingerprint.json'
+#: Lock file of a work dir (see the module docstring).
+LOCK_FILE = '.lock'
+
+
+class OutputWriteError(OSError):
+    """An output file could not be written: the job stops (not a per-image failure)."""
+
+
+class WorkDirLockedError(RuntimeError):
+    """Another pseudo-label job holds the lock of the work dir."""
+
+
+def acquire_work_dir_lock(work_dir: PathLike) -> Optional[Any]:
+    """Take the exclusive lock of ``work_dir`` (``<work_dir>/.lock``), without waiting.
+
+    Args:
+        work_dir: Existing output folder.
+
+    Returns:
+        The open lock file (keep it open to hold the lock; closing it, or the
+        process ending, releases it), or None where ``fcntl`` is unavailable.
+
+    Raises:
+        WorkDirLockedError: Another process holds it; the message names the
+            folder and the holder (pid, host, start time).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        return None
+    path = Path(work_dir) / LOCK_FILE
+    f = open(path, 'a+', encoding='utf-8')
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or 'holder unknown'
+        f.close()
+        raise WorkDirLockedError(
+            f'the output directory {work_dir} is in use by another pseudo-label job '
+            f'({holder}); two jobs writing the same folder would race. Wait for it to '
+            f'finish, or use another --work-dir. (The lock is {path}; it is released '
+            'when that process ends.)') from None
+    f.seek(0)
+    f.truncate()
+    f.write(f'pid {os.getpid()} on {socket.gethostname()} since '
+            f'{datetime.datetime.now().isoformat(timespec="seconds")}\n')
+    f.flush()
+    return f
 
 
 class ImageFailure(Exception):
@@ -242,6 +309,8 @@ def process_one(record: Mapping[str, Any], *, generator: Any, mask_maker: Any,
 
     Raises:
         ImageFailure: Any per-image problem, with the stage and the reason.
+        OutputWriteError: An output file could not be written (disk full,
+            unwritable folder): not a per-image problem, the caller stops.
     """
     from wsss_mmseg.utils.images import load_rgb
     image_id = record['id']
@@ -306,7 +375,18 @@ def process_one(record: Mapping[str, Any], *, generator: Any, mask_maker: Any,
         write_confidence_png(layout.confidence_path(image_id), confidence, fsync=fsync)
         # the mask is written last: masks/<id>.png existing means "probably done"
         write_mask_png(layout.mask_path(image_id), mask, fsync=fsync)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # the disk/folder, not the image: stop the job
+        if exc.errno == errno.ENAMETOOLONG:  # ... except a name this file system refuses
+            raise ImageFailure('write', f'output file name too long: {exc}') from exc
+        where = exc.filename or layout.work_dir
+        err = OutputWriteError(
+            f'cannot write {where} (image {image_id!r}): {exc.strerror or exc}. '
+            'The job stops: this is not a problem of the image. Files already written '
+            'are complete; fix the cause (free space, permissions) and rerun the same '
+            'command to resume')
+        err.path = str(where)
+        raise err from exc
+    except ValueError as exc:
         raise ImageFailure('write', f'{type(exc).__name__}: {exc}') from exc
     timings['write'] = time.perf_counter() - t
     return timings
@@ -392,11 +472,12 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
     Raises:
         PermissionError: ``work_dir`` cannot be created or written (before any
             image is processed).
+        WorkDirLockedError: Another job is using ``work_dir``.
+        OutputWriteError: An output could not be written mid-run (disk full...).
         KeyError / ValueError: Config problems (missing sections, class-count
             mismatch, resuming a work dir made with other settings).
     """
-    from mmengine.dist import barrier, broadcast_object_list, get_dist_info
-    from mmseg.registry import DATASETS, MODELS
+    from mmengine.dist import broadcast_object_list, get_dist_info
 
     started = time.time()
     started_iso = datetime.datetime.now().isoformat(timespec='seconds')
@@ -412,8 +493,36 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
     if job['torch_threads'] is not None:
         torch.set_num_threads(int(job['torch_threads']))
 
-    # 1. output folder, before any expensive work; the dataset (cheap)
+    # 1. output folder, before any expensive work; its lock (rank 0 for the whole
+    #    job, outcome shared with the other ranks); the dataset (cheap)
     check_writable(work_dir)
+    lock = None
+    lock_error: List[Optional[str]] = [None]
+    if rank == 0:
+        try:
+            lock = acquire_work_dir_lock(work_dir)
+        except WorkDirLockedError as exc:
+            lock_error[0] = str(exc)
+    if world_size > 1:
+        broadcast_object_list(lock_error, src=0)
+    if lock_error[0] is not None:
+        raise WorkDirLockedError(lock_error[0])
+    try:
+        return _run_locked(cfg, work_dir=work_dir, job=job, layout=layout, rank=rank,
+                           world_size=world_size, resume=resume, logger=logger,
+                           started=started, started_iso=started_iso)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _run_locked(cfg: Mapping[str, Any], *, work_dir: Path, job: Dict[str, Any],
+                layout: OutputLayout, rank: int, world_size: int, resume: bool,
+                logger: Any, started: float, started_iso: str) -> Dict[str, Any]:
+    """The body of :func:`run_pseudo_job`, run while the work-dir lock is held."""
+    import torch
+    from mmengine.dist import barrier, broadcast_object_list
+    from mmseg.registry import DATASETS, MODELS
     dataset = DATASETS.build(copy.deepcopy(cfg['pseudo_dataset']))
     ids = [check_output_id(i) for i in dataset.ids]
     if len(set(ids)) != len(ids):
@@ -421,7 +530,7 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
     fingerprint = config_fingerprint(cfg, job,
                                      source_files=getattr(dataset, 'source_files', ()))
     if rank == 0:
-        removed = cleanup_stale_temps(layout.output_dirs() + [work_dir / _RANK_DIR])
+        removed = cleanup_stale_temps([work_dir])  # outputs, rank records, reports (locked)
         if removed:
             _log(f'removed {len(removed)} stale temporary file(s) of an interrupted run',
                  logger)
@@ -474,6 +583,8 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
             for k, v in timings.items():
                 stage_s[k] += v
             n_ok += 1
+        except OutputWriteError:
+            raise
         except ImageFailure as exc:
             failures.append(dict(id=image_id, img_path=img_path, stage=exc.stage,
                                  reason=exc.reason, rank=rank))
@@ -484,6 +595,7 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
             failures.append(dict(id=image_id, img_path=img_path, stage='unexpected',
                                  reason=f'{type(exc).__name__}: {exc}', rank=rank,
                                  traceback=traceback.format_exc()))
+        fault_point('between_images', image_id)
         if failures and failures[-1]['id'] == image_id:
             f = failures[-1]
             _log(f'[rank {rank}] FAILED {image_id} ({f["img_path"]}): {f["stage"]}: '
@@ -547,6 +659,7 @@ def _merge_and_report(*, cfg: Mapping[str, Any], dataset: Any, generator: Any,
     if job['evaluate']:
         items = dataset.gt_items()
         if any(it['gt_path'] for it in items):
+            fault_point('evaluate', work_dir)
             from wsss_mmseg.evaluation.pseudo_eval import (evaluate_pseudo_dir,
                                                            write_eval_reports)
             t = time.perf_counter()
@@ -587,6 +700,7 @@ def _merge_and_report(*, cfg: Mapping[str, Any], dataset: Any, generator: Any,
         outputs=dict(masks=str(layout.mask_dir), confidence=str(layout.confidence_dir),
                      cams=str(layout.cam_dir) if layout.save_cams else None),
         failures=failures, evaluation=evaluation, eval_files=eval_files)
+    fault_point('before_summary', work_dir)
     atomic_write_bytes(work_dir / 'summary.json',
                        (json.dumps(_jsonable(summary), indent=1) + '\n').encode())
     failures_txt = work_dir / 'failures.txt'

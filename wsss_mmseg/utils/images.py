@@ -85,6 +85,23 @@ def _check_file(path: Path) -> None:
         raise ImageLoadError(f'image file is empty (0 bytes): {path}')
 
 
+_SIGNATURES = ((b'\x89PNG\r\n\x1a\n', 'PNG'), (b'\xff\xd8\xff', 'JPEG'), (b'GIF8', 'GIF'),
+               (b'BM', 'BMP'), (b'II*\x00', 'TIFF'), (b'MM\x00*', 'TIFF'), (b'RIFF', 'WEBP'))
+
+
+def _signature(path: Path) -> Optional[str]:
+    """The image format announced by the first bytes of ``path`` (None if unknown)."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    return None
+
+
 def _open_checked(path: Path, max_image_pixels: Optional[int]) -> Image.Image:
     """Open ``path`` lazily (header only) with our own pixel-count guard.
 
@@ -99,11 +116,17 @@ def _open_checked(path: Path, max_image_pixels: Optional[int]) -> Image.Image:
                 warnings.simplefilter('ignore', Image.DecompressionBombWarning)
                 img = Image.open(path)
         except UnidentifiedImageError as exc:
+            kind = _signature(path)
+            if kind is not None:  # the magic bytes say it is one: a damaged file
+                raise ImageLoadError(
+                    f'cannot decode image file {path} (truncated or corrupt {kind} '
+                    f'file: it starts like one but its header cannot be read)') from exc
             raise ImageLoadError(
                 f'cannot identify image file (not an image or unsupported '
                 f'format): {path}') from exc
         except OSError as exc:
-            raise ImageLoadError(f'cannot open image file {path}: {exc}') from exc
+            raise ImageLoadError(f'cannot open image file {path} (truncated or '
+                                 f'corrupt): {exc}') from exc
         finally:
             Image.MAX_IMAGE_PIXELS = saved
     width, height = img.size
