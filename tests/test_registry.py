@@ -18,6 +18,7 @@ def test_listing_contains_components():
     assert 'FrozenCLIPImageEncoder' in comps['mmseg.MODELS']
     assert 'FrozenCLIPTextEncoder' in comps['mmseg.MODELS']
     assert 'CPUCompatibleDDP' in comps['mmengine.MODEL_WRAPPERS']
+    assert {'PseudoLabelHook', 'AdversarialErasingHook'} <= set(comps['mmseg.HOOKS'])
 
 
 def test_cli_lists_registries():

@@ -9,7 +9,7 @@ from .version import __version__
 
 compat.apply()
 
-from . import models  # noqa: E402,F401  (registers components)
+from . import hooks, models  # noqa: E402,F401  (registers components)
 from .datasets import (classic_transforms, image_labels, pacl_data, pseudo_seg,  # noqa: E402,F401
                        transforms)
 

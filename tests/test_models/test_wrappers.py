@@ -54,3 +54,11 @@ def test_module_without_trainable_parameters_is_returned_unwrapped(gloo_group):
     out = MODEL_WRAPPERS.build(dict(type='CPUCompatibleDDP'),
                                default_args=dict(module=frozen, device_ids=[0]))
     assert out is frozen
+
+
+def test_syncbn_is_reverted_on_cpu(gloo_group):
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.SyncBatchNorm(4))
+    ddp = MODEL_WRAPPERS.build(dict(type='CPUCompatibleDDP'), default_args=dict(module=model, device_ids=[0]))
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in ddp.module.modules())
+    out = ddp(torch.randn(2, 3, 5, 5))
+    assert out.shape == (2, 4, 5, 5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn as nn
-from mmengine.model import MMDistributedDataParallel
+from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
 from mmengine.registry import MODEL_WRAPPERS
 
 
@@ -37,4 +37,6 @@ class CPUCompatibleDDP(MMDistributedDataParallel):
         if device is None or device.type == 'cpu':
             kwargs.pop('device_ids', None)
             kwargs.pop('output_device', None)
+            # torch's SyncBatchNorm only runs on GPUs: plain BatchNorm on CPU (configs keep SyncBN)
+            module = revert_sync_batchnorm(module)
         super().__init__(module=module, **kwargs)

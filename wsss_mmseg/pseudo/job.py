@@ -257,6 +257,8 @@ def check_writable(work_dir: PathLike) -> None:
         NotADirectoryError: It exists as a file.
     """
     work_dir = Path(work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise NotADirectoryError(f'output path {work_dir} exists and is not a directory')
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,0 +1,806 @@
+"""``PseudoLabelHook``: make (or reuse) the pseudo labels a training reads, before it starts.
+
+One ``mim train mmsegmentation CONFIG`` runs the whole weakly supervised
+pipeline: image-level labels -> CLIP pseudo masks -> segmenter. The training
+config carries the generator sections of the pseudo-label job
+(``pseudo_dataset``, ``generator``, ``mask_maker``, optional ``pseudo_job``;
+usually inherited from ``configs/clip_es_voc.py`` through ``_base_``) and::
+
+    custom_hooks = [dict(type='PseudoLabelHook')]   # mode='auto'
+
+When it runs
+    ``before_train`` (priority ``HIGH``). mmengine's ``Runner.train()`` builds
+    the train loop -- and with it the dataloader and the dataset -- *before*
+    any hook is called (``before_run`` comes after ``build_train_loop`` too),
+    and ``runner.test()``/``val()`` call ``before_run`` but never
+    ``before_train``, so ``before_train`` is the first point that exists only
+    in training. The dataset is built by then but reads no mask until a batch
+    is loaded, so it is enough that the files exist before the first batch.
+    Two consequences:
+
+    * mmengine <= 0.10.7's ``IterBasedTrainLoop`` calls ``iter(dataloader)``
+      in its constructor, so with ``num_workers > 0`` workers are already
+      prefetching (and failing on missing files) when the hook runs. After
+      generating, the hook therefore restarts the train iterator (and rewinds
+      an ``InfiniteSampler``'s index stream), so the first batch is read from
+      the new files and a run that generated trains on exactly the batches of
+      a run that reused (with ``num_workers=0`` or persistent workers, as in
+      our configs). onedl-mmengine creates the iterator lazily: nothing to
+      restart there.
+    * ``PseudoLabelSegDataset(check_files=True)`` checks the files while the
+      dataset is built, i.e. before the hook: keep it False (the default) when
+      the hook may generate; the hook checks every training file itself.
+
+Where the labels are (``out_dir``)
+    Taken from the train dataset: the parent of its
+    ``data_prefix['seg_map_path']`` (``<dir>/masks``), whose confidence folder
+    must be ``<dir>/confidence`` -- the layout the job writes. Our configs set
+    both from one variable, ``pseudo_label_dir``; to move the labels override
+    ``train_dataloader.dataset.data_prefix.seg_map_path=<dir>/masks`` and the
+    hook follows. An explicit ``out_dir`` must name the same folder. Only when
+    the train dataset contains no ``PseudoLabelSegDataset`` (a custom class
+    the hook cannot inspect) does it fall back to ``out_dir`` or
+    ``<work_dir>/pseudo``, without the per-file check.
+
+What it decides (rank 0 inspects, every rank follows the same decision)
+    ``mode='auto'`` (default):
+
+    * every image of ``pseudo_dataset`` has its files and
+      ``pseudo_fingerprint.json`` matches the configured sections -> **reuse**;
+    * fingerprint matches, some images missing (an interrupted or partly
+      failed run) -> **resume**: only the missing images are made;
+    * no outputs yet -> **generate**;
+    * outputs made with other settings (fingerprint differs: generator,
+      mask maker, dataset, label-file contents) -> **regenerate**: the job's
+      outputs (``masks/``, ``confidence/``, ``cams/``, ``summary.json``,
+      ``failures.txt``, ``eval.*``, the fingerprint) are **deleted first**,
+      then every image is made again. Deleting is what keeps the labels
+      consistent: an interrupted regeneration would otherwise leave old masks
+      next to new ones under the new fingerprint, and the next run would
+      "resume" into a mixture. Other files in ``out_dir`` are left alone;
+    * outputs without a fingerprint (made by some other program) -> error:
+      their settings are unknown; choose ``mode='reuse'`` to train on them or
+      ``mode='regenerate'`` to replace them;
+    * a resumed training (``--resume``, iteration > 0) whose labels no longer
+      match -> error instead of silently switching labels mid-training (use
+      ``mode='regenerate'`` to accept it).
+
+    ``mode='reuse'`` never generates or deletes: it trains on what is there
+    (a fingerprint mismatch is only a warning; the generator sections are
+    optional). ``mode='regenerate'`` always deletes and makes everything again.
+
+Generation runs :func:`wsss_mmseg.pseudo.job.run_pseudo_job` -- the code path
+of ``tools/generate_pseudo.py`` -- in every rank (each rank takes its shard),
+followed by ``mmengine.dist.barrier()``. Rank 0 holds an advisory ``flock`` on
+``<out_dir>/.pseudo_label_hook.lock`` from the inspection to the end of the job,
+and checks that no pseudo-label job (``tools/generate_pseudo.py``, which locks
+``<out_dir>/.lock``) is running there before it deletes anything: a second
+training or a running tool job in the same folder stops the hook with an error
+instead of interleaving files. The torch thread count and the random states
+(python, numpy, torch, CUDA) are restored afterwards, so generating does not
+change the training that follows.
+
+Failures
+    If any image failed, training stops with a ``RuntimeError`` listing them
+    (id, path, stage, reason); finished images are kept, so the next run only
+    retries the failed ones. Afterwards every sample of the train dataset must
+    have its mask and confidence file (a training list with ids that
+    ``pseudo_dataset`` does not cover is caught here): otherwise a
+    ``FileNotFoundError`` lists them. With ``allow_failures=True`` both become
+    warnings and the samples without labels are removed from the training set
+    (the train dataloader is rebuilt; needs the train dataset to be a
+    ``PseudoLabelSegDataset`` itself).
+
+The hook logs what it did (``runner.logger``): ``generated N pseudo label(s)``,
+``reused N pseudo label(s)``, the reason, timings and the pseudo-label mIoU
+when the job evaluated against GT masks.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import os.path as osp
+import random
+import shutil
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+
+__all__ = ['PseudoLabelHook', 'PseudoDirState', 'inspect_pseudo_dir', 'decide_action',
+           'clear_pseudo_outputs', 'pseudo_datasets_of', 'label_dirs_of',
+           'missing_label_files', 'GENERATOR_SECTIONS', 'MODES', 'LOCK_NAME']
+
+PathLike = Union[str, os.PathLike]
+
+#: Config sections the pseudo-label job reads (the last one is optional).
+GENERATOR_SECTIONS = ('pseudo_dataset', 'generator', 'mask_maker', 'pseudo_job')
+_REQUIRED_SECTIONS = GENERATOR_SECTIONS[:3]
+#: Values of ``PseudoLabelHook(mode=...)``.
+MODES = ('auto', 'reuse', 'regenerate')
+#: Advisory lock file held by rank 0 while it generates.
+LOCK_NAME = '.pseudo_label_hook.lock'
+_FINGERPRINT_FILE = 'pseudo_fingerprint.json'
+_JOB_SUBDIRS = ('masks', 'confidence', 'cams', '.pseudo_ranks')
+_JOB_FILES = ('summary.json', 'failures.txt', 'eval.json', 'eval.md', 'eval_iou.png',
+              _FINGERPRINT_FILE)
+_MAX_LISTED = 20
+_ERROR_TYPES = {cls.__name__: cls for cls in
+                (ValueError, KeyError, RuntimeError, FileNotFoundError, PermissionError,
+                 NotADirectoryError, TypeError)}
+
+
+# ------------------------------------------------------------ pure helpers
+@dataclass(frozen=True)
+class PseudoDirState:
+    """What a pseudo-label folder holds for a list of image ids.
+
+    Attributes:
+        total: Number of ids asked about.
+        done: Ids whose files all exist.
+        missing: Ids without complete outputs (in the given order).
+        stored_sha: ``sha256`` of ``pseudo_fingerprint.json`` (None if absent
+            or unreadable).
+        has_outputs: Any file in ``masks/``, ``confidence/`` or ``cams/``.
+    """
+
+    total: int
+    done: int
+    missing: Tuple[str, ...]
+    stored_sha: Optional[str]
+    has_outputs: bool
+
+
+def _dir_has_files(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    for _root, _dirs, files in os.walk(path):
+        if files:
+            return True
+    return False
+
+
+def read_stored_fingerprint(out_dir: PathLike) -> Optional[str]:
+    """The ``sha256`` recorded in ``<out_dir>/pseudo_fingerprint.json`` (None if absent).
+
+    Args:
+        out_dir: Pseudo-label folder.
+
+    Returns:
+        The hash, or None when the file is missing or not valid JSON.
+    """
+    path = Path(out_dir) / _FINGERPRINT_FILE
+    try:
+        sha = json.loads(path.read_text()).get('sha256')
+    except (OSError, ValueError, AttributeError):
+        return None
+    return sha if isinstance(sha, str) else None
+
+
+def inspect_pseudo_dir(out_dir: PathLike, ids: Sequence[str], *,
+                       save_cams: bool = False) -> PseudoDirState:
+    """Count the finished images of ``ids`` in a job output folder.
+
+    Args:
+        out_dir: Pseudo-label folder (the job's ``work_dir``).
+        ids: Image ids of the job's dataset.
+        save_cams: Whether CAM files are part of a finished image.
+
+    Returns:
+        The folder state.
+    """
+    from ..pseudo.io import OutputLayout
+    out_dir = Path(out_dir)
+    layout = OutputLayout(out_dir, save_cams=save_cams)
+    missing = tuple(i for i in ids if not layout.is_done(i))
+    has_outputs = any(_dir_has_files(out_dir / d) for d in ('masks', 'confidence', 'cams'))
+    return PseudoDirState(total=len(ids), done=len(ids) - len(missing), missing=missing,
+                          stored_sha=read_stored_fingerprint(out_dir), has_outputs=has_outputs)
+
+
+def decide_action(state: PseudoDirState, *, mode: str, expected_sha: Optional[str],
+                  training_started: bool = False) -> Tuple[str, str]:
+    """Decide what to do with a pseudo-label folder (rules in the module docstring).
+
+    Args:
+        state: From :func:`inspect_pseudo_dir`.
+        mode: ``'auto'``, ``'reuse'`` or ``'regenerate'``.
+        expected_sha: Fingerprint of the configured sections (None: unknown,
+            only allowed with ``mode='reuse'``).
+        training_started: The training resumes from iteration > 0.
+
+    Returns:
+        ``(action, reason)``; action is ``'reuse'``, ``'resume'``,
+        ``'generate'`` or ``'regenerate'``.
+
+    Raises:
+        ValueError: Unknown mode; outputs of unknown provenance in ``auto``
+            mode; changed settings while resuming a training in ``auto`` mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f'PseudoLabelHook mode must be one of {MODES}, got {mode!r}')
+    if mode == 'reuse':
+        notes = []
+        if expected_sha is not None and state.stored_sha not in (None, expected_sha):
+            notes.append('they were made with other settings than the configured generator '
+                         'sections (fingerprint differs)')
+        elif state.stored_sha is None:
+            notes.append('no fingerprint: their settings are unknown')
+        if state.done < state.total:
+            notes.append(f'{state.total - state.done} of {state.total} images of '
+                         'pseudo_dataset have no pseudo label')
+        return 'reuse', "mode='reuse'" + (f' ({"; ".join(notes)})' if notes else '')
+    if expected_sha is None:
+        raise ValueError(f"PseudoLabelHook(mode={mode!r}) needs the config's generator sections")
+    if mode == 'regenerate':
+        return 'regenerate', "mode='regenerate'"
+    if state.stored_sha == expected_sha:
+        if state.done == state.total:
+            return 'reuse', 'all images done, fingerprint matches the config'
+        return 'resume', (f'{state.total - state.done} of {state.total} images missing '
+                          '(an interrupted or partly failed run), fingerprint matches')
+    if not state.has_outputs:
+        return 'generate', 'no pseudo labels yet'
+    if state.stored_sha is None:
+        raise ValueError(
+            'holds pseudo labels without pseudo_fingerprint.json (not made by the wsss_mmseg '
+            'job, or by an older version), so their settings are unknown. Use '
+            "PseudoLabelHook(mode='reuse') to train on them as they are, or "
+            "mode='regenerate' to delete and remake them")
+    if training_started:
+        raise ValueError(
+            'holds pseudo labels made with other settings than the configured generator '
+            'sections, and this training resumes from a checkpoint: switching labels in the '
+            "middle of a training is refused. Use PseudoLabelHook(mode='regenerate') to "
+            "remake them anyway, or mode='reuse' to keep training on the old ones")
+    return 'regenerate', 'pseudo labels were made with other settings (fingerprint differs)'
+
+
+def clear_pseudo_outputs(out_dir: PathLike) -> List[Path]:
+    """Delete the outputs of a pseudo-label job (only those; other files stay).
+
+    Args:
+        out_dir: Job output folder.
+
+    Returns:
+        The paths removed.
+    """
+    out_dir = Path(out_dir)
+    removed: List[Path] = []
+    for name in _JOB_SUBDIRS:
+        path = out_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+            removed.append(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+            removed.append(path)
+    for name in _JOB_FILES:
+        path = out_dir / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def pseudo_datasets_of(dataset: Any) -> List[Any]:
+    """The ``PseudoLabelSegDataset`` instances inside a (possibly wrapped) dataset.
+
+    Looks through ``.datasets`` (concatenations) and ``.dataset`` (repeat,
+    class-balanced, mix, subset wrappers).
+
+    Args:
+        dataset: The train dataset.
+
+    Returns:
+        The datasets found, in traversal order.
+    """
+    from ..datasets.pseudo_seg import PseudoLabelSegDataset
+    found: List[Any] = []
+    seen = set()
+    queue = [dataset]
+    while queue:
+        ds = queue.pop(0)
+        if ds is None or id(ds) in seen:
+            continue
+        seen.add(id(ds))
+        if isinstance(ds, PseudoLabelSegDataset):
+            found.append(ds)
+            continue
+        queue.extend(list(getattr(ds, 'datasets', None) or []))
+        inner = getattr(ds, 'dataset', None)
+        if inner is not None:
+            queue.append(inner)
+    return found
+
+
+def label_dirs_of(dataset: Any) -> Tuple[str, str]:
+    """Mask and confidence folders a ``PseudoLabelSegDataset`` reads.
+
+    Args:
+        dataset: A built ``PseudoLabelSegDataset``.
+
+    Returns:
+        ``(mask_dir, conf_dir)`` as absolute, normalised paths.
+    """
+    mask_dir = dataset.data_prefix['seg_map_path']
+    conf_dir = dataset.data_prefix.get('conf_path') or osp.join(
+        osp.dirname(osp.normpath(mask_dir)), 'confidence')
+    return osp.abspath(mask_dir), osp.abspath(conf_dir)
+
+
+def missing_label_files(datasets: Sequence[Any]) -> List[Dict[str, Any]]:
+    """Samples whose mask or confidence file does not exist.
+
+    Args:
+        datasets: Built ``PseudoLabelSegDataset`` instances.
+
+    Returns:
+        One dict per incomplete sample: ``dataset`` (position in
+        ``datasets``), ``index``, ``img_path``, ``missing`` (list of paths).
+    """
+    out: List[Dict[str, Any]] = []
+    for d, ds in enumerate(datasets):
+        for i in range(len(ds)):
+            info = ds.get_data_info(i)
+            missing = [info[k] for k in ('seg_map_path', 'conf_path')
+                       if not info.get(k) or not osp.isfile(info[k])]
+            if missing:
+                out.append(dict(dataset=d, index=i, img_path=info.get('img_path'),
+                                missing=missing))
+    return out
+
+
+def _list_missing(missing: Sequence[Mapping[str, Any]]) -> str:
+    lines = [f'  {m["img_path"]}: no {", ".join(m["missing"])}' for m in missing[:_MAX_LISTED]]
+    if len(missing) > _MAX_LISTED:
+        lines.append(f'  ... and {len(missing) - _MAX_LISTED} more')
+    return '\n'.join(lines)
+
+
+@contextmanager
+def _preserved_process_state() -> Iterator[None]:
+    """Restore torch threads and the python/numpy/torch/CUDA random states on exit."""
+    threads = torch.get_num_threads()
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    torch_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+class _GenerationLock:
+    """Advisory ``flock`` on ``<out_dir>/.pseudo_label_hook.lock`` (released on exit or death)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOCK_NAME
+        self._file: Any = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False where locking is unavailable (no fcntl, read-only folder).
+
+        Raises:
+            RuntimeError: Another process holds it.
+        """
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, 'a+')
+        except OSError:
+            return False  # the job's own writability check reports a read-only folder
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or 'unknown process'
+            handle.close()
+            raise RuntimeError(
+                f'another process ({holder}) is generating pseudo labels in {self.path.parent} '
+                f'(it holds {self.path}). Wait until it has finished -- this training will then '
+                'reuse its labels -- or point this training at another pseudo-label folder')
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f'host {socket.gethostname()} pid {os.getpid()}\n')
+        handle.flush()
+        self._file = handle
+        return True
+
+    def release(self) -> None:
+        """Release the lock (no-op if not held)."""
+        if self._file is not None:
+            import fcntl
+            try:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            finally:
+                self._file.close()
+                self._file = None
+
+
+# --------------------------------------------------------------------- hook
+@HOOKS.register_module()
+class PseudoLabelHook(Hook):
+    """Generate or reuse the training's pseudo labels before the first batch (see module docs).
+
+    Args:
+        mode: ``'auto'`` (reuse matching complete labels, resume incomplete
+            ones, regenerate changed ones), ``'reuse'`` (never generate) or
+            ``'regenerate'`` (always delete and remake).
+        out_dir: Pseudo-label folder. None = the folder the train dataset
+            reads (``<dir>`` of ``data_prefix.seg_map_path=<dir>/masks``);
+            ``<work_dir>/pseudo`` if the train dataset has no
+            ``PseudoLabelSegDataset``. A given value must match the dataset.
+        generator_config: Optional path of a generator config (e.g.
+            ``configs/clip_es_voc.py``) to read the generator sections from,
+            for training configs that cannot inherit it (mmseg configs that
+            define ``data_root``/``default_scope`` too: mmengine refuses
+            duplicate keys among ``_base_`` files). Sections present in the
+            training config (e.g. from ``--cfg-options generator.clip.pretrained=...``)
+            are merged over it. Relative paths: current directory first, then
+            the training config's folder.
+        allow_failures: Train without the images that failed (warning)
+            instead of stopping with an error.
+    """
+
+    priority = 'HIGH'
+
+    def __init__(self, *, mode: str = 'auto', out_dir: Optional[str] = None,
+                 generator_config: Optional[str] = None, allow_failures: bool = False) -> None:
+        if mode not in MODES:
+            raise ValueError(f'PseudoLabelHook mode must be one of {MODES}, got {mode!r}')
+        self.mode = mode
+        self.out_dir = out_dir
+        self.generator_config = generator_config
+        self.allow_failures = bool(allow_failures)
+        self.last_action: Optional[str] = None  #: what the last before_train did
+
+    # ------------------------------------------------------------ config
+    def _generator_cfg(self, runner: Any) -> Optional[Any]:
+        """The generator sections (file of ``generator_config``, training config over it)."""
+        from mmengine.config import Config
+        sections: Dict[str, Any] = {}
+        if self.generator_config:
+            path = self._find_generator_config(runner)
+            file_cfg = Config.fromfile(path)
+            sections = {s: copy.deepcopy(file_cfg[s]) for s in GENERATOR_SECTIONS
+                        if file_cfg.get(s) is not None}
+        cfg = Config(sections)
+        overrides = {s: copy.deepcopy(runner.cfg[s]) for s in GENERATOR_SECTIONS
+                     if runner.cfg.get(s) is not None}
+        if overrides:
+            cfg.merge_from_dict(overrides)
+        absent = [s for s in _REQUIRED_SECTIONS if cfg.get(s) is None]
+        if absent:
+            if self.mode == 'reuse':
+                return None
+            where = (f'the training config or {self.generator_config}' if self.generator_config
+                     else 'the training config')
+            raise KeyError(
+                f'PseudoLabelHook(mode={self.mode!r}) needs the generator sections '
+                f'{list(_REQUIRED_SECTIONS)}; {where} lacks {absent}. Inherit a generator config '
+                "(e.g. _base_ = ['./clip_es_voc.py']), set PseudoLabelHook(generator_config=...), "
+                "or use mode='reuse' for labels made beforehand")
+        return cfg
+
+    def _find_generator_config(self, runner: Any) -> str:
+        path = os.path.expanduser(str(self.generator_config))
+        tried = [osp.abspath(path)]
+        if osp.isfile(path):
+            return path
+        cfg_file = getattr(runner.cfg, 'filename', None)
+        if cfg_file and not osp.isabs(path):
+            candidate = osp.join(osp.dirname(osp.abspath(cfg_file)), path)
+            tried.append(candidate)
+            if osp.isfile(candidate):
+                return candidate
+        raise FileNotFoundError(f'PseudoLabelHook: generator_config not found; tried '
+                                f'{", ".join(tried)}')
+
+    def _resolve_out_dir(self, runner: Any, pseudo_sets: Sequence[Any]) -> Tuple[Path, bool]:
+        """The pseudo-label folder; second value: whether the train dataset reads it."""
+        dirs = {}
+        for ds in pseudo_sets:
+            mask_dir, conf_dir = label_dirs_of(ds)
+            root = osp.dirname(mask_dir)
+            if osp.basename(mask_dir) != 'masks' or conf_dir != osp.join(root, 'confidence'):
+                raise ValueError(
+                    f'PseudoLabelHook: the train dataset reads masks from {mask_dir} and '
+                    f'confidence maps from {conf_dir}, but the pseudo-label job writes '
+                    '<dir>/masks and <dir>/confidence. Set data_prefix.seg_map_path=<dir>/masks '
+                    'and leave conf_dir/conf_path unset (or <dir>/confidence)')
+            dirs[osp.realpath(root)] = root
+        if len(dirs) > 1:
+            raise ValueError(f'PseudoLabelHook: the train dataset reads pseudo labels from '
+                             f'several folders {sorted(dirs.values())}; one hook serves one folder')
+        if self.out_dir is not None:
+            out = osp.abspath(os.path.expanduser(str(self.out_dir)))
+            if dirs and osp.realpath(out) not in dirs:
+                raise ValueError(
+                    f'PseudoLabelHook(out_dir={self.out_dir!r}) differs from the folder the train '
+                    f'dataset reads ({next(iter(dirs.values()))}/masks); make them one setting '
+                    '(leave out_dir unset to follow the dataset)')
+            return Path(out), bool(dirs)
+        if dirs:
+            return Path(next(iter(dirs.values()))), True
+        return Path(osp.abspath(osp.join(runner.work_dir, 'pseudo'))), False
+
+    # -------------------------------------------------------------- main
+    def before_train(self, runner: Any) -> None:
+        """Make sure the pseudo labels exist and match the config (see module docs).
+
+        Args:
+            runner: The mmengine runner.
+
+        Raises:
+            RuntimeError: Images failed (without ``allow_failures``), or
+                another process is generating into the same folder.
+            FileNotFoundError: Training samples without label files.
+            ValueError / KeyError: Config problems (see ``decide_action``).
+        """
+        from mmengine.dist import barrier, get_dist_info
+        rank, world_size = get_dist_info()
+        started = time.perf_counter()
+        loop = runner.train_loop
+        dataloader = getattr(loop, 'dataloader', None)
+        dataset = getattr(dataloader, 'dataset', None)
+        pseudo_sets = pseudo_datasets_of(dataset)
+        out_dir, dataset_reads = self._resolve_out_dir(runner, pseudo_sets)
+        if not dataset_reads:
+            runner.logger.warning(
+                f'PseudoLabelHook: no PseudoLabelSegDataset in the train dataloader; using '
+                f'{out_dir} and skipping the per-file check of the training set')
+        cfg = self._generator_cfg(runner)
+        lock = _GenerationLock(out_dir)
+
+        plan: Dict[str, Any] = {}
+        if rank == 0:
+            try:
+                plan = self._plan(cfg, out_dir, lock, training_started=runner.iter > 0)
+            except Exception as exc:  # noqa: BLE001 - every rank raises it
+                lock.release()
+                self._share([dict(error=(type(exc).__name__, str(exc)))])
+                raise
+        plan = self._share([plan])[0]
+        if 'error' in plan:
+            name, msg = plan['error']
+            raise _ERROR_TYPES.get(name, RuntimeError)(msg)
+        action, reason = plan['action'], plan['reason']
+        self.last_action = action
+        if plan.get('removed'):
+            runner.logger.info(f'PseudoLabelHook: deleted the outputs of the previous pseudo-label '
+                               f'run in {out_dir} ({reason})')
+        if plan.get('warning'):
+            runner.logger.warning(f'PseudoLabelHook: {plan["warning"]}')
+
+        generated = False
+        if action == 'reuse':
+            n = plan['done'] if plan['total'] else sum(len(ds) for ds in pseudo_sets)
+            runner.logger.info(f'PseudoLabelHook: reused {n} existing pseudo label(s) '
+                               f'in {out_dir} ({reason})')
+        else:
+            verb = dict(generate='generating', regenerate='regenerating',
+                        resume='completing')[action]
+            runner.logger.info(f'PseudoLabelHook: {verb} the pseudo labels in {out_dir} '
+                               f'({reason}); {world_size} process(es)')
+            try:
+                summary = self._generate(cfg, out_dir, resume=action == 'resume', runner=runner)
+            finally:
+                if rank == 0:
+                    lock.release()
+            barrier()
+            generated = True
+            counts = summary.get('counts') or {}
+            failures = summary.get('failures') or []
+            runner.logger.info(
+                f'PseudoLabelHook: generated {counts.get("processed", 0)} pseudo label(s) in '
+                f'{out_dir} in {time.perf_counter() - started:.1f} s ({counts.get("done", 0)}/'
+                f'{counts.get("total", 0)} images done, {counts.get("skipped_resumed", 0)} kept, '
+                f'{len(failures)} failed)')
+            self._log_eval(runner, summary)
+            if failures:
+                from ..pseudo.job import summarize_failures
+                text = summarize_failures(failures)
+                if not self.allow_failures:
+                    raise RuntimeError(
+                        f'PseudoLabelHook: {text}\nTraining stopped: a segmenter must not train on '
+                        f'a partial set of pseudo labels. Fix these images or their labels and '
+                        f'run again (the {counts.get("done", 0)} finished images are kept and '
+                        f'not recomputed; details in {out_dir / "failures.txt"}), or set '
+                        'PseudoLabelHook(allow_failures=True) to train without them')
+                runner.logger.warning(f'PseudoLabelHook: {text}\nallow_failures=True: training '
+                                      'without them')
+
+        dropped = self._check_training_files(runner, pseudo_sets, dataset)
+        if generated and not dropped:  # (a rebuilt dataloader has a fresh iterator)
+            _restart_train_iterator(loop)
+        runner.logger.info(f'PseudoLabelHook: done in {time.perf_counter() - started:.1f} s')
+
+    def _plan(self, cfg: Any, out_dir: Path, lock: _GenerationLock, *,
+              training_started: bool) -> Dict[str, Any]:
+        """Rank 0: inspect the folder, decide, take the lock and clear if regenerating."""
+        from mmseg.registry import DATASETS
+
+        from ..pseudo.job import JOB_DEFAULTS, config_fingerprint
+        expected_sha = None
+        ids: List[str] = []
+        save_cams = False
+        unchecked = None
+        if cfg is not None:
+            try:
+                job = dict(JOB_DEFAULTS)
+                job.update(cfg.get('pseudo_job') or {})
+                save_cams = bool(job['save_cams'])
+                source = DATASETS.build(copy.deepcopy(cfg['pseudo_dataset']))
+                ids = [str(i) for i in source.ids]
+                expected_sha = config_fingerprint(
+                    cfg, job, source_files=getattr(source, 'source_files', ()))['sha256']
+            except Exception as exc:  # noqa: BLE001 - only fatal when we must generate
+                if self.mode != 'reuse':
+                    raise
+                unchecked = f'{type(exc).__name__}: {exc}'
+        if self.mode != 'reuse':
+            lock.acquire()  # before inspecting: no other training generates while we look
+            _probe_job_lock(out_dir)  # nor a tools/generate_pseudo.py job
+        state = inspect_pseudo_dir(out_dir, ids, save_cams=save_cams)
+        try:
+            action, reason = decide_action(state, mode=self.mode, expected_sha=expected_sha,
+                                           training_started=training_started)
+        except ValueError as exc:
+            raise ValueError(f'PseudoLabelHook: {out_dir} {exc}') from exc
+        plan: Dict[str, Any] = dict(action=action, reason=reason, done=state.done,
+                                    total=state.total)
+        if action == 'reuse':
+            lock.release()
+            if unchecked is not None:
+                plan['warning'] = (f'reusing {out_dir} without checking its fingerprint: the '
+                                   f'pseudo_dataset section cannot be built ({unchecked})')
+            elif self.mode == 'reuse' and reason != "mode='reuse'":
+                plan['warning'] = f'reusing {out_dir}: {reason}'
+        elif action == 'regenerate' and training_started:
+            plan['warning'] = ('regenerating the pseudo labels of a training that resumes from '
+                               'a checkpoint: the rest of the training uses the new labels')
+        if action in ('generate', 'regenerate'):
+            plan['removed'] = [str(p) for p in clear_pseudo_outputs(out_dir)]
+        return plan
+
+    @staticmethod
+    def _share(objs: List[Any]) -> List[Any]:
+        from mmengine.dist import broadcast_object_list, get_dist_info
+        if get_dist_info()[1] > 1:
+            broadcast_object_list(objs, src=0)
+        return objs
+
+    @staticmethod
+    def _generate(cfg: Any, out_dir: Path, *, resume: bool, runner: Any) -> Dict[str, Any]:
+        from ..pseudo.job import run_pseudo_job
+        with _preserved_process_state():
+            try:
+                return run_pseudo_job(cfg, work_dir=out_dir, resume=resume, logger=runner.logger)
+            finally:
+                import gc
+                gc.collect()  # the generator (CLIP) is no longer referenced
+                if torch.cuda.is_available() and torch.cuda.is_initialized():
+                    torch.cuda.empty_cache()
+
+    @staticmethod
+    def _log_eval(runner: Any, summary: Mapping[str, Any]) -> None:
+        evaluation = summary.get('evaluation') or {}
+        for name, v in (evaluation.get('variants') or {}).items():
+            if v.get('miou') is not None:
+                runner.logger.info(f'PseudoLabelHook: pseudo-label mIoU [{name}] '
+                                   f'{100 * v["miou"]:.2f} on {evaluation.get("num_images")} '
+                                   'images with GT masks')
+
+    def _check_training_files(self, runner: Any, pseudo_sets: Sequence[Any],
+                              dataset: Any) -> bool:
+        """Every training sample needs its files; returns True if samples were dropped."""
+        from mmengine.dist import get_dist_info
+        if not pseudo_sets:
+            return False
+        rank = get_dist_info()[0]
+        missing = self._share([missing_label_files(pseudo_sets) if rank == 0 else None])[0]
+        if not missing:
+            return False
+        total = sum(len(ds) for ds in pseudo_sets)
+        text = (f'{len(missing)} of {total} training image(s) have no pseudo label or '
+                f'confidence file:\n{_list_missing(missing)}')
+        if not self.allow_failures:
+            raise FileNotFoundError(
+                f'PseudoLabelHook: {text}\nEither their generation failed, or the training '
+                "list contains images that the config's pseudo_dataset does not cover. Fix "
+                'the lists, or set PseudoLabelHook(allow_failures=True) to train without them')
+        if len(pseudo_sets) != 1 or pseudo_sets[0] is not dataset:
+            raise ValueError(
+                f'PseudoLabelHook: {text}\nallow_failures=True can only remove images when the '
+                'train dataset is a PseudoLabelSegDataset itself (found '
+                f'{type(dataset).__name__}); remove them from the training list instead')
+        keep = sorted(set(range(len(dataset))) - {m['index'] for m in missing})
+        if not keep:
+            raise FileNotFoundError(f'PseudoLabelHook: {text}\nno training image is left')
+        runner.logger.warning(f'PseudoLabelHook: {text}\nallow_failures=True: training on the '
+                              f'other {len(keep)} image(s)')
+        _replace_train_dataset(runner, dataset.get_subset(keep))
+        return True
+
+
+def _probe_job_lock(out_dir: Path) -> None:
+    """Raise if a pseudo-label job (e.g. ``tools/generate_pseudo.py``) is using ``out_dir``.
+
+    The job locks its work dir itself while it runs; probing that lock before
+    the hook deletes anything keeps the hook from clearing a folder a running
+    job writes into. (Released at once: the job the hook starts takes it.)
+    """
+    from ..pseudo import job as job_module
+    acquire = getattr(job_module, 'acquire_work_dir_lock', None)
+    if acquire is None or not out_dir.is_dir():
+        return
+    try:
+        handle = acquire(out_dir)
+    except OSError:
+        return  # unwritable folder: the job's own check reports it
+    if handle is not None:
+        handle.close()
+
+
+# ------------------------------------------------------- loop plumbing
+def _restart_train_iterator(loop: Any) -> None:
+    """Recreate a train loop's dataloader iterator if it was started (mmengine <= 0.10.7).
+
+    ``IterBasedTrainLoop`` of mmengine 0.10.7 starts iterating (and worker
+    prefetching) in its constructor; the batches prefetched before the labels
+    existed are discarded here. An ``InfiniteSampler``'s shared index stream is
+    rewound and the global torch random state is kept (a new torch iterator
+    draws its worker base seed from it), so that the batches equal those of a
+    run without restart -- exactly so for ``num_workers=0`` and for persistent
+    workers (our configs), which torch resumes instead of restarting.
+    """
+    it = getattr(loop, 'dataloader_iterator', None)
+    if it is None or getattr(it, '_iterator', None) is None:
+        return  # not started yet (onedl-mmengine creates it lazily; epoch loops iterate later)
+    sampler = getattr(loop.dataloader, 'sampler', None)
+    if hasattr(sampler, 'indices') and hasattr(sampler, '_indices_of_rank'):
+        sampler.indices = sampler._indices_of_rank()
+    state = torch.get_rng_state()
+    try:
+        loop.dataloader_iterator = type(it)(loop.dataloader)
+    finally:
+        torch.set_rng_state(state)
+
+
+def _replace_train_dataset(runner: Any, dataset: Any) -> None:
+    """Rebuild the train dataloader around ``dataset`` (same config otherwise)."""
+    loop = runner.train_loop
+    loader_cfg = runner.cfg.train_dataloader
+    loader_cfg = loader_cfg.to_dict() if hasattr(loader_cfg, 'to_dict') else dict(loader_cfg)
+    loader_cfg['dataset'] = dataset
+    randomness = runner.cfg.get('randomness') or {}
+    state = torch.get_rng_state()
+    try:
+        loop.dataloader = runner.build_dataloader(
+            loader_cfg, seed=runner.seed,
+            diff_rank_seed=bool(randomness.get('diff_rank_seed', False)))
+        it = getattr(loop, 'dataloader_iterator', None)
+        if it is not None:
+            loop.dataloader_iterator = type(it)(loop.dataloader)
+    finally:
+        torch.set_rng_state(state)
+    if hasattr(loop, '_max_epochs') and type(loop).__name__ == 'EpochBasedTrainLoop':
+        loop._max_iters = loop._max_epochs * len(loop.dataloader)

@@ -1,0 +1,396 @@
+"""MaskCLIP+ (spec maskclip_pacl.md §2): a DeepLab student trained on on-the-fly MaskCLIP labels.
+
+* :class:`MaskCLIPPlusSegmentor` (an mmseg ``EncoderDecoder``): any mmseg backbone + decode head
+  (``ASPPV2Head`` = DeepLabV2, or mmseg's ``DepthwiseSeparableASPPHead`` = DeepLabV3+) whose
+  classifier is the frozen CLIP text embeddings (:class:`TextEmbeddingClassifier`, optional
+  learnable background vector as class 0). A frozen teacher (a ``MaskCLIPSegmentor`` config) is
+  built inside, kept out of the module tree (never trained, never in a checkpoint, ignored by DDP)
+  and labels every training batch on the very augmented crop the student sees.
+* :class:`ASPPV2Head`: DeepLabV2's ASPP, the sum of four dilated 3x3 branches (not in mmseg 1.x).
+* The phase (``'teacher'`` / ``'self'``) is set from ``runner.iter`` by
+  ``wsss_mmseg.hooks.maskclip_plus_phase.MaskCLIPPlusPhaseHook``: no internal counters.
+
+The label maths are the small pure functions at the top (tensors in, tensors out).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import ConvModule
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.registry import MODELS
+from torch import Tensor, nn
+
+from ..cam.maskclip import cosine_logits, merge_background
+
+__all__ = ['PHASES', 'renormalize', 'text_classifier_logits', 'assign_pseudo_labels', 'phase_at',
+           'TextEmbeddingClassifier', 'ASPPV2Head', 'MaskCLIPPlusSegmentor']
+
+PHASES = ('teacher', 'self')
+
+
+# ----------------------------------------------------------------------------- pure functions
+def renormalize(x: Tensor, *, src_mean: Optional[Tensor], src_std: Optional[Tensor], dst_mean: Tensor,
+                dst_std: Tensor, swap_channels: bool = False) -> Tensor:
+    """Re-express images normalised with one mean/std pair in another one.
+
+    ``raw = x * src_std + src_mean`` (``x`` itself when ``src_mean`` is ``None``: un-normalised
+    input), optionally reversed channels (BGR <-> RGB), then ``(raw - dst_mean) / dst_std``.
+
+    Args:
+        x: ``(B, 3, H, W)`` float images.
+        src_mean: ``(3,)``/``(3, 1, 1)`` mean of ``x``'s normalisation, or ``None``.
+        src_std: Matching std, or ``None``.
+        dst_mean: Target mean (pixel units, the target channel order).
+        dst_std: Target std.
+        swap_channels: Reverse the channel order between the two normalisations.
+
+    Returns:
+        ``(B, 3, H, W)`` float32 images.
+    """
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f'renormalize expects (B, 3, H, W) images, got shape {tuple(x.shape)}')
+    raw = x.float()
+    if src_mean is not None:
+        raw = raw * src_std.reshape(1, 3, 1, 1).to(raw) + src_mean.reshape(1, 3, 1, 1).to(raw)
+    if swap_channels:
+        raw = raw.flip(1)
+    return (raw - dst_mean.reshape(1, 3, 1, 1).to(raw)) / dst_std.reshape(1, 3, 1, 1).to(raw)
+
+
+def text_classifier_logits(feat: Tensor, text: Tensor, *, background: Optional[Tensor] = None) -> Tensor:
+    """MaskCLIP+ classifier: 1x1 convolution of (un-normalised) features with text embeddings.
+
+    Args:
+        feat: ``(B, D, h, w)`` decode-head features.
+        text: ``(K, D)`` class embeddings (used as given: the frozen CLIP ones are L2-normalised).
+        background: Optional ``(1, D)`` background vector; L2-normalised and prepended as class 0.
+
+    Returns:
+        ``(B, K (+1), h, w)`` logits.
+    """
+    if feat.dim() != 4 or text.dim() != 2 or feat.shape[1] != text.shape[1]:
+        raise ValueError(f'text classifier: features {tuple(feat.shape)} and text {tuple(text.shape)} '
+                         'must be (B, D, h, w) and (K, D)')
+    weight = text.to(feat.dtype)
+    if background is not None:
+        weight = torch.cat([F.normalize(background.to(feat.dtype), dim=-1), weight])
+    return torch.einsum('bdhw,kd->bkhw', feat, weight)
+
+
+def assign_pseudo_labels(gt: Tensor, scores: Tensor, *, pseudo_classes: Sequence[int],
+                         unlabeled_index: int = 254, ignore_index: int = 255,
+                         conf_thresh: Optional[float] = None, writable: Optional[Tensor] = None) -> Tensor:
+    """Write argmax-over-``pseudo_classes`` labels into the unlabelled pixels of a label map.
+
+    Args:
+        gt: ``(B, H, W)`` or ``(B, 1, H, W)`` integer labels; ``unlabeled_index`` marks pixels to label.
+        scores: ``(B, C, H, W)`` class scores at the label resolution (teacher or student logits,
+            channel ``c`` = class ``c``).
+        pseudo_classes: Class ids the pseudo label may take (the argmax runs over these only).
+        unlabeled_index: Marker of pixels to label (254).
+        ignore_index: Label of pixels without a label (255).
+        conf_thresh: If set, pixels whose best score among ``pseudo_classes`` is below it get
+            ``ignore_index`` (official MaskCLIP+: the raw teacher score).
+        writable: Optional ``(B, H, W)`` bool: label these pixels instead of ``gt == unlabeled_index``
+            (annotation-free mode without the GT void mask).
+
+    Returns:
+        int64 labels of ``gt``'s shape: pseudo labels where written, ``ignore_index`` at every
+        remaining ``unlabeled_index`` pixel, ``gt`` elsewhere.
+    """
+    squeeze = gt.dim() == 4
+    labels = gt[:, 0] if squeeze else gt
+    if labels.dim() != 3 or scores.dim() != 4 or scores.shape[0] != labels.shape[0] \
+            or scores.shape[-2:] != labels.shape[-2:]:
+        raise ValueError(f'labels {tuple(gt.shape)} and scores {tuple(scores.shape)} must be (B[, 1], H, W) and '
+                         '(B, C, H, W) of the same batch and size')
+    ids = [int(c) for c in pseudo_classes]
+    if not ids:
+        raise ValueError('pseudo_classes is empty')
+    if len(set(ids)) != len(ids) or min(ids) < 0 or max(ids) >= scores.shape[1]:
+        raise ValueError(f'pseudo_classes {ids} must be distinct ids in [0, {scores.shape[1]})')
+    labels = labels.long()
+    index = torch.tensor(ids, dtype=torch.long, device=scores.device)
+    best, arg = scores.index_select(1, index).max(dim=1)
+    pseudo = index[arg]
+    if conf_thresh is not None:
+        pseudo = torch.where(best >= conf_thresh, pseudo, torch.full_like(pseudo, ignore_index))
+    target = (labels == unlabeled_index) if writable is None else writable.bool()
+    out = torch.where(target, pseudo.to(labels.device), labels)
+    out = torch.where(out == unlabeled_index, torch.full_like(out, ignore_index), out)
+    return out[:, None] if squeeze else out
+
+
+def phase_at(iteration: int, *, switch_iter: Optional[int]) -> str:
+    """``'teacher'`` while ``iteration < switch_iter`` (0-based ``runner.iter``), else ``'self'``.
+
+    Args:
+        iteration: Iterations already done (``runner.iter``).
+        switch_iter: First 0-based iteration of self-training; ``None`` = never.
+
+    Returns:
+        ``'teacher'`` or ``'self'``.
+    """
+    if switch_iter is None or iteration < switch_iter:
+        return 'teacher'
+    return 'self'
+
+
+# ----------------------------------------------------------------------------- modules
+class TextEmbeddingClassifier(nn.Module):
+    """The MaskCLIP+ classifier replacing a decode head's ``conv_seg``: frozen text embeddings
+    (buffer ``text_embeddings``, saved with the student) and an optional learnable background
+    vector ``bg_embedding`` (class 0).
+
+    Args:
+        text: ``(K, D)`` frozen class embeddings.
+        learn_bg: Add the learnable background class 0.
+    """
+
+    def __init__(self, text: Tensor, *, learn_bg: bool = False) -> None:
+        super().__init__()
+        self.register_buffer('text_embeddings', text.detach().float().clone())
+        self.bg_embedding = nn.Parameter(torch.randn(1, text.shape[1]) * 0.02) if learn_bg else None
+
+    @property
+    def num_classes(self) -> int:
+        """``K`` (+1 with the background vector)."""
+        return int(self.text_embeddings.shape[0]) + (1 if self.bg_embedding is not None else 0)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        """``(B, num_classes, h, w)`` logits of ``(B, D, h, w)`` features."""
+        return text_classifier_logits(feat, self.text_embeddings, background=self.bg_embedding)
+
+
+@MODELS.register_module()
+class ASPPV2Head(BaseDecodeHead):
+    """DeepLabV2 ASPP head: the sum of four 3x3 ConvModules with dilations ``dilations``
+    (6, 12, 18, 24), each ``in_channels -> channels``, then ``cls_seg``.
+
+    Args:
+        dilations: Dilation of each branch.
+        **kwargs: ``BaseDecodeHead`` arguments (``in_channels``, ``channels``, ``num_classes``...).
+    """
+
+    def __init__(self, dilations: Sequence[int] = (6, 12, 18, 24), **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not dilations:
+            raise ValueError('ASPPV2Head needs at least one dilation')
+        self.dilations = tuple(int(d) for d in dilations)
+        self.branches = nn.ModuleList(
+            ConvModule(self.in_channels, self.channels, 3, padding=d, dilation=d, conv_cfg=self.conv_cfg,
+                       norm_cfg=self.norm_cfg, act_cfg=self.act_cfg) for d in self.dilations)
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        """Logits ``(B, num_classes, h, w)``."""
+        x = self._transform_inputs(inputs)
+        feat = sum(branch(x) for branch in self.branches)
+        return self.cls_seg(feat)
+
+
+def _swaps_channels(preprocessor: nn.Module) -> bool:
+    """Whether a ``SegDataPreProcessor`` reverses BGR/RGB (attribute name differs between mmseg forks)."""
+    for name in ('_channel_conversion', 'channel_conversion'):
+        value = getattr(preprocessor, name, None)
+        if value is not None:
+            return bool(value)
+    return False
+
+
+def _teacher_classes(student_ids: Sequence[int], *, student_bg: bool, teacher_bg: bool) -> Tuple[List[int], bool]:
+    """Teacher foreground indices of the student's non-background pseudo classes, and whether the
+    background (student class 0 with ``learn_bg``) is a pseudo class (then the teacher needs words)."""
+    fg, bg = [], False
+    for s in student_ids:
+        if student_bg and s == 0:
+            if not teacher_bg:
+                raise ValueError('pseudo_classes contains the background class 0 but the teacher has no '
+                                 'background words (teacher.decode_head.background=...)')
+            bg = True
+        else:
+            fg.append(s - (1 if student_bg else 0))
+    return fg, bg
+
+
+@MODELS.register_module()
+class MaskCLIPPlusSegmentor(EncoderDecoder):
+    """MaskCLIP+ student with a frozen MaskCLIP teacher (spec §2; ``EncoderDecoder`` subclass).
+
+    Classes: the teacher head's foreground classes, in its order, preceded by a learnable
+    background class 0 when ``learn_bg=True`` (VOC-21, Context-60). The decode head's
+    ``conv_seg`` becomes a :class:`TextEmbeddingClassifier` on the teacher's text embeddings, so
+    ``decode_head.channels`` must equal the CLIP embedding width (512 for ViT-B/16).
+
+    Training (``loss``): the GT may mark pixels ``unlabeled_index`` (254, ``MarkUnlabeled``
+    transform). In phase ``'teacher'`` the teacher runs on the same augmented, padded batch
+    (re-normalised from the student's mean/std to its own), its logits are upsampled to the
+    crop and the argmax over ``pseudo_classes`` is written into those pixels (optionally only
+    where the best score >= ``conf_thresh``); in phase ``'self'`` the student's own detached
+    logits give the labels (no threshold). With ``use_gt_void_mask=False`` every pixel of the
+    un-padded crop is labelled (annotation-free mode that ignores the GT completely). Remaining
+    254 pixels become ``ignore_index``. The losses dict also logs ``pseudo.self_training``
+    (0/1) and ``pseudo.labelled`` (fraction of pixels given a pseudo label).
+
+    Args:
+        teacher: ``MaskCLIPSegmentor`` config (``type`` optional): CLIP, surgery mode, classes,
+            templates, background words, KS/PD. Built once, frozen, eval mode, never saved.
+        pseudo_classes: Student class ids the pseudo labels may take; ``None`` = all classes
+            except a learnable background.
+        learn_bg: Learnable background vector as class 0 (official ``cls_bg``).
+        unlabeled_index: GT marker of pixels to pseudo-label (254).
+        use_gt_void_mask: ``True``: label only ``unlabeled_index`` pixels (official behaviour);
+            ``False``: label every pixel inside the image (``img_shape``), GT ignored.
+        conf_thresh: Optional threshold on the teacher's best raw score (``None`` = off).
+        phase: Initial phase, ``'teacher'`` or ``'self'`` (the phase hook sets it per iteration).
+        decode_head: Student head config; ``num_classes`` is filled in.
+        **kwargs: Other ``EncoderDecoder`` arguments (``backbone``, ``data_preprocessor``...).
+    """
+
+    def __init__(self, *, teacher: Mapping[str, Any], decode_head: Mapping[str, Any],
+                 pseudo_classes: Optional[Sequence[int]] = None, learn_bg: bool = False,
+                 unlabeled_index: int = 254, use_gt_void_mask: bool = True, conf_thresh: Optional[float] = None,
+                 phase: str = 'teacher', auxiliary_head: Optional[Mapping[str, Any]] = None, **kwargs) -> None:
+        if not isinstance(teacher, Mapping):
+            raise ValueError('MaskCLIPPlusSegmentor needs teacher=dict(type=\'MaskCLIPSegmentor\', ...)')
+        teacher_cfg = dict(teacher)
+        teacher_cfg.setdefault('type', 'MaskCLIPSegmentor')
+        teacher_model = MODELS.build(teacher_cfg)
+        thead = teacher_model.decode_head
+        num_fg, teacher_bg = int(thead.num_fg), bool(thead.num_bg)
+        text = thead.text_embeddings[:num_fg].detach().clone()
+        num_classes = num_fg + (1 if learn_bg else 0)
+        decode_head = dict(decode_head)
+        if decode_head.get('num_classes', num_classes) != num_classes:
+            raise ValueError(f"decode_head.num_classes={decode_head['num_classes']} but the teacher gives "
+                             f'{num_fg} classes{" + learnable background" if learn_bg else ""} = {num_classes}')
+        decode_head['num_classes'] = num_classes
+        if auxiliary_head is not None:
+            auxiliary_head = dict(auxiliary_head, num_classes=num_classes)
+        super().__init__(decode_head=decode_head, auxiliary_head=auxiliary_head, **kwargs)
+        if int(self.decode_head.channels) != int(text.shape[1]):
+            raise ValueError(f'decode_head.channels={self.decode_head.channels} must equal the CLIP text width '
+                             f'{int(text.shape[1])} (the text embeddings are the classifier)')
+        self.decode_head.conv_seg = TextEmbeddingClassifier(text, learn_bg=learn_bg)
+        ids = list(range(1 if learn_bg else 0, num_classes)) if pseudo_classes is None \
+            else [int(c) for c in pseudo_classes]
+        if not ids or len(set(ids)) != len(ids) or min(ids) < 0 or max(ids) >= num_classes:
+            raise ValueError(f'pseudo_classes {ids} must be distinct class ids in [0, {num_classes})')
+        self.pseudo_classes = ids
+        self.teacher_fg, self.teacher_bg = _teacher_classes(ids, student_bg=learn_bg, teacher_bg=teacher_bg)
+        if not 0 <= int(unlabeled_index) <= 255 or int(unlabeled_index) == int(self.decode_head.ignore_index):
+            raise ValueError(f'unlabeled_index={unlabeled_index} must be in [0, 255] and differ from '
+                             f'ignore_index={self.decode_head.ignore_index}')
+        self.unlabeled_index = int(unlabeled_index)
+        self.use_gt_void_mask = bool(use_gt_void_mask)
+        self.conf_thresh = None if conf_thresh is None else float(conf_thresh)
+        self.learn_bg = bool(learn_bg)
+        self.set_phase(phase)
+        teacher_model.requires_grad_(False)
+        teacher_model.eval()
+        object.__setattr__(self, '_teacher', teacher_model)  # not a submodule: no state_dict, no DDP
+
+    # -- teacher plumbing
+    @property
+    def teacher(self) -> nn.Module:
+        """The frozen ``MaskCLIPSegmentor`` (outside the module tree)."""
+        return self._teacher
+
+    def _apply(self, fn, recurse: bool = True):  # behind .to()/.cuda()/.half()
+        """Also move/cast the hidden teacher."""
+        self._teacher._apply(fn)
+        return super()._apply(fn, recurse)
+
+    def train(self, mode: bool = True) -> 'MaskCLIPPlusSegmentor':
+        """The teacher always stays in eval mode."""
+        super().train(mode)
+        self._teacher.eval()
+        return self
+
+    def set_phase(self, phase: str) -> None:
+        """Select where the pseudo labels come from: ``'teacher'`` or ``'self'``."""
+        if phase not in PHASES:
+            raise ValueError(f'phase must be one of {PHASES}, got {phase!r}')
+        self.phase = phase
+
+    def teacher_inputs(self, inputs: Tensor) -> Tensor:
+        """The student's batch re-normalised with the teacher's mean/std (and channel order)."""
+        sp, tp = self.data_preprocessor, self._teacher.data_preprocessor
+        normalised = bool(getattr(sp, '_enable_normalize', False))
+        return renormalize(inputs, src_mean=sp.mean if normalised else None, src_std=sp.std if normalised else None,
+                           dst_mean=tp.mean, dst_std=tp.std,
+                           swap_channels=_swaps_channels(sp) != _swaps_channels(tp))
+
+    @torch.no_grad()
+    def teacher_scores(self, inputs: Tensor) -> Tensor:
+        """Teacher logits ``(B, C, H, W)`` of the student's batch, in the student's class order.
+
+        As the official ``assign_label``: cosine logits with the text embeddings of the pseudo
+        classes only (+ the background words when the background is one), the teacher head's
+        prompt denoising / key smoothing on that subset, background words merged by max,
+        upsampled to the batch size. Channels that are not pseudo classes are ``-inf``.
+        """
+        t = self._teacher
+        head = t.decode_head
+        dense, keys = t.extract_feat(self.teacher_inputs(inputs))[:2]
+        text = head.text_embeddings
+        sub = text[self.teacher_fg]
+        if self.teacher_bg:
+            sub = torch.cat([sub, text[head.num_fg:]])
+        logits = cosine_logits(dense, sub)
+        if head.pd is not None:
+            logits = head.pd(logits)
+        if head.ks is not None:
+            logits = head.ks(logits, keys=keys)
+        if self.teacher_bg:
+            logits = merge_background(logits, num_fg=len(self.teacher_fg))  # [bg, fg subset...]
+        h, w = inputs.shape[-2:]
+        logits = head.predict_by_feat(logits, [dict(img_shape=(h, w), pad_shape=(h, w))])
+        out = logits.new_full((logits.shape[0], self.num_classes, h, w), float('-inf'))
+        fg_ids = [c for c in self.pseudo_classes if not (self.learn_bg and c == 0)]
+        out[:, fg_ids] = logits[:, 1:] if self.teacher_bg else logits
+        if self.teacher_bg:
+            out[:, 0] = logits[:, 0]
+        return out
+
+    # -- training
+    def _writable(self, data_samples: List[Any], shape: Tuple[int, int], device: torch.device) -> Tensor:
+        mask = torch.zeros((len(data_samples),) + tuple(shape), dtype=torch.bool, device=device)
+        for i, sample in enumerate(data_samples):
+            h, w = sample.metainfo.get('img_shape', shape)[:2]
+            mask[i, :h, :w] = True
+        return mask
+
+    def loss(self, inputs: Tensor, data_samples: List[Any]) -> Dict[str, Tensor]:
+        """Pseudo-label the batch (teacher or self), then the usual decode/auxiliary losses."""
+        x = self.extract_feat(inputs)
+        seg_logits = self.decode_head.forward(x)
+        gt = torch.stack([s.gt_sem_seg.data for s in data_samples])  # (B, 1, H, W)
+        if gt.shape[-2:] != inputs.shape[-2:]:
+            raise ValueError(f'labels {tuple(gt.shape[-2:])} and images {tuple(inputs.shape[-2:])} differ in size')
+        if self.phase == 'teacher':
+            scores = self.teacher_scores(inputs)
+            thresh = self.conf_thresh
+        else:
+            scores = F.interpolate(seg_logits.detach(), size=gt.shape[-2:], mode='bilinear',
+                                   align_corners=self.decode_head.align_corners)
+            thresh = None
+        writable = None if self.use_gt_void_mask else self._writable(data_samples, gt.shape[-2:], gt.device)
+        new = assign_pseudo_labels(gt, scores.to(gt.device), pseudo_classes=self.pseudo_classes,
+                                   unlabeled_index=self.unlabeled_index, ignore_index=self.decode_head.ignore_index,
+                                   conf_thresh=thresh, writable=writable)
+        target = (gt[:, 0] == self.unlabeled_index) if writable is None else writable
+        for sample, labels in zip(data_samples, new):
+            sample.gt_sem_seg.data = labels.to(sample.gt_sem_seg.data.dtype)
+        losses: Dict[str, Tensor] = {}
+        for k, v in self.decode_head.loss_by_feat(seg_logits, data_samples).items():
+            losses[f'decode.{k}'] = v
+        if self.with_auxiliary_head:
+            losses.update(self._auxiliary_head_forward_train(x, data_samples))
+        labelled = (target & (new[:, 0] != self.decode_head.ignore_index)).float().mean()
+        losses['pseudo.self_training'] = torch.tensor(float(self.phase == 'self'), device=inputs.device)
+        losses['pseudo.labelled'] = labelled.detach()
+        return losses
