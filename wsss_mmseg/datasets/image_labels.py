@@ -44,6 +44,7 @@ import csv
 import difflib
 import json
 import os
+import pickle
 import posixpath
 import re
 from pathlib import Path
@@ -206,6 +207,40 @@ class _LabelTable:
         return [str(k) for k in self.table]
 
 
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles dicts of numpy arrays and scalars only: nothing else can be called."""
+
+    _ALLOWED = {(m, n) for m in ('numpy.core.multiarray', 'numpy._core.multiarray')
+                for n in ('_reconstruct', 'scalar')} | {
+        ('numpy', 'ndarray'), ('numpy', 'dtype'), ('collections', 'OrderedDict')}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f'refusing to load {module}.{name}: a labels .npy may only hold a dict of '
+            'numpy arrays (a pickle naming other callables can run arbitrary code)')
+
+
+def _load_npy_restricted(path: Path) -> np.ndarray:
+    """``np.load`` for ``.npy`` files whose object payload is unpickled restrictedly."""
+    with open(path, 'rb') as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f'unsupported .npy version {version}')
+        if not dtype.hasobject:
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+        obj = _NumpyOnlyUnpickler(f).load()
+    if not isinstance(obj, np.ndarray):
+        raise ValueError(f'the object payload is a {type(obj).__name__}, not an array')
+    return obj
+
+
 def load_label_file(path: PathLike) -> Dict[Any, List[int]]:
     """Read an image-level label file (formats in the module docstring).
 
@@ -237,8 +272,8 @@ def load_label_file(path: PathLike) -> Dict[Any, List[int]]:
             table[str(k)] = _as_index_list(v, where=f'{path}: entry {k!r}')
     elif suffix == '.npy':
         try:
-            obj = np.load(path, allow_pickle=True)
-        except (ValueError, OSError) as exc:
+            obj = _load_npy_restricted(path)
+        except (ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
             raise ValueError(f'{path}: cannot read .npy labels ({exc})') from exc
         if obj.dtype != object or obj.shape != () or not isinstance(obj.item(), dict):
             raise ValueError(f'{path}: expected a pickled dict id -> multi-hot vector '
