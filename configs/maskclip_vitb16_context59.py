@@ -42,3 +42,4 @@ log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
 resume = False
+model_wrapper_cfg = dict(type='CPUCompatibleDDP')  # see maskclip_vitb16_voc20.py

@@ -42,3 +42,6 @@ log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
 resume = False
+# multi-process test (--launcher pytorch): the segmentor has no trainable parameter, so the wrapper
+# leaves it unwrapped (torch's DDP refuses such modules); on CPU it also drops device_ids
+model_wrapper_cfg = dict(type='CPUCompatibleDDP')

@@ -194,6 +194,36 @@ def test_mim_test_on_voc_sample_reports_miou(tmp_path, shared_data, tiny_clip_pa
     assert '| background |' not in log
 
 
+def test_two_process_test_on_voc_sample(tmp_path, shared_data, tiny_clip_path):
+    """Distributed evaluation: the parameter-free segmentor is left unwrapped by CPUCompatibleDDP."""
+    import socket
+    voc = shared_data / 'voc_sample'
+    ids = (voc / 'ImageSets/Segmentation/val.txt').read_text().split()[:4]
+    split = tmp_path / 'split.txt'
+    split.write_text('\n'.join(ids) + '\n')
+    cfg = Config.fromfile(str(REPO / 'configs/maskclip_vitb16_voc20.py'))
+    cfg.model.clip = dict(model_name=None, pretrained=tiny_clip_path)
+    cfg.test_dataloader.dataset.update(data_root=str(voc), ann_file=str(split))
+    cfg.test_dataloader.dataset.pipeline[1].scale = (512, 96)
+    cfg.test_dataloader.num_workers = 0
+    tiny_cfg = tmp_path / 'tiny_maskclip_voc20.py'
+    cfg.dump(str(tiny_cfg))
+    ckpt = write_empty_checkpoint(tmp_path / 'empty.pth')
+    import mmseg
+    test_py = Path(mmseg.__file__).parent / '.mim' / 'tools' / 'test.py'
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+                           f'--master_port={port}', str(test_py), str(tiny_cfg), ckpt,
+                           '--launcher', 'pytorch', '--work-dir', str(tmp_path / 'work')],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert 'mIoU:' in log, log[-3000:]
+
+
 def test_logits_resized_on_the_padded_grid(tiny_clip_path):
     init_default_scope('mmseg')
     model = MODELS.build(_tiny_model_cfg('maskclip_vitb16_voc20.py', tiny_clip_path).model)
