@@ -10,7 +10,7 @@ from .version import __version__
 compat.apply()
 
 from . import hooks, models  # noqa: E402,F401  (registers components)
-from .datasets import (classic_transforms, image_labels, pacl_data, pseudo_seg,  # noqa: E402,F401
-                       transforms)
+from .datasets import (classic_transforms, image_labels, maskclip_plus_transforms,  # noqa: E402,F401
+                       pacl_data, pseudo_seg, transforms)
 
 __all__ = ['__version__', 'compat']

@@ -111,6 +111,12 @@ def test_teacher_is_frozen_hidden_and_not_checkpointed(model):
     assert model.decode_head.conv_seg.text_embeddings.grad is None  # frozen classifier (buffer)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
     assert not model.teacher.training and model.training
+    model.double()  # .to()/.cuda()/.double() reach the hidden teacher (and its hidden CLIP tower)
+    try:
+        assert next(teacher.backbone.tower.parameters()).dtype == torch.float64
+    finally:
+        model.float()
+    assert next(teacher.backbone.tower.parameters()).dtype == torch.float32
 
 
 def test_self_training_uses_student_and_not_teacher(model, monkeypatch):
@@ -221,3 +227,28 @@ def test_teacher_prompt_denoising_runs_on_the_pseudo_subset(tiny_clip_path):
     sub = head.pd(cosine_logits(dense, head.text_embeddings[UNSEEN]))  # PD among the 5 unseen classes
     ref = head.predict_by_feat(sub, [dict(img_shape=(32, 32), pad_shape=(32, 32))])
     torch.testing.assert_close(m.teacher_scores(x)[:, UNSEEN], ref)
+
+
+@pytest.mark.parametrize('config,head', [('maskclip_plus_deeplabv2_r101_voc.py', 'ASPPV2Head'),
+                                         ('maskclip_plus_deeplabv3plus_r101_voc.py', 'DepthwiseSeparableASPPHead')])
+def test_shipped_configs_build_at_full_size(config, head, tmp_path):
+    """The real student (ResNet-101, 512-wide head) with a random CLIP of ViT-B/16's text width."""
+    from mmengine.config import Config
+
+    from wsss_mmseg.clip import save_openai_format, tiny_clip
+
+    from .conftest import REPO
+    clip = tmp_path / 'clip512.pt'
+    save_openai_format(tiny_clip(seed=0, embed_dim=512), str(clip))
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(str(REPO / 'configs' / config))
+    assert cfg.model.teacher.clip.model_name == 'ViT-B-16' and cfg.model.pseudo_classes == UNSEEN
+    assert [h.type for h in cfg.custom_hooks] == ['MaskCLIPPlusPhaseHook'] and cfg.custom_hooks[0].switch_ratio == 0.1
+    assert cfg.train_cfg.max_iters == 20000 and cfg.optim_wrapper.optimizer.lr == 0.01
+    assert any(t.type == 'MarkUnlabeled' and t.classes == UNSEEN for t in cfg.train_dataloader.dataset.pipeline)
+    cfg.model.pretrained = None  # no download
+    cfg.model.teacher.clip = dict(model_name=None, pretrained=str(clip))
+    cfg.model.teacher.decode_head.templates = 'single'
+    m = MODELS.build(cfg.model)
+    assert type(m.decode_head).__name__ == head and m.decode_head.channels == 512
+    assert m.num_classes == 20 and m.backbone.depth == 101

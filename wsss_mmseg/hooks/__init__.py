@@ -1,5 +1,6 @@
 """Training hooks registered in ``mmseg.registry.HOOKS``."""
 from .adversarial_erasing import AdversarialErasingHook
+from .maskclip_plus_phase import MaskCLIPPlusPhaseHook
 from .pseudo_label_hook import PseudoLabelHook
 
-__all__ = ['AdversarialErasingHook', 'PseudoLabelHook']
+__all__ = ['AdversarialErasingHook', 'MaskCLIPPlusPhaseHook', 'PseudoLabelHook']

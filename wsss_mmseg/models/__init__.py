@@ -1,3 +1,3 @@
 """Registered mmseg components (thin wrappers over the pure functions)."""
 from . import (cgl_loss, classic, clip_encoders, data_preprocessor,  # noqa: F401
-               generators, maskclip, pacl, postprocessors, wrappers)
+               generators, maskclip, maskclip_plus, pacl, postprocessors, wrappers)
