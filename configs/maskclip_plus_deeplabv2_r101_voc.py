@@ -109,5 +109,6 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
-custom_hooks = [dict(type='MaskCLIPPlusPhaseHook', switch_ratio=0.1)]  # the "first 1/10" rule (§2.3)
+custom_hooks = [dict(type='MaskCLIPPlusPhaseHook', switch_ratio=0.1),  # the "first 1/10" rule (§2.3)
+                dict(type='NaNLossGuardHook')]
 auto_scale_lr = dict(enable=False, base_batch_size=16)

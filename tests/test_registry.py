@@ -18,7 +18,8 @@ def test_listing_contains_components():
     assert 'FrozenCLIPImageEncoder' in comps['mmseg.MODELS']
     assert 'FrozenCLIPTextEncoder' in comps['mmseg.MODELS']
     assert 'CPUCompatibleDDP' in comps['mmengine.MODEL_WRAPPERS']
-    assert {'PseudoLabelHook', 'AdversarialErasingHook', 'MaskCLIPPlusPhaseHook'} <= set(comps['mmseg.HOOKS'])
+    assert {'PseudoLabelHook', 'AdversarialErasingHook', 'MaskCLIPPlusPhaseHook',
+            'NaNLossGuardHook'} <= set(comps['mmseg.HOOKS'])
     assert {'MaskCLIPPlusSegmentor', 'ASPPV2Head', 'MaskCLIPSegmentor', 'PACLHead'} <= set(comps['mmseg.MODELS'])
 
 

@@ -48,7 +48,7 @@ def test_config_structure(name):
     assert cfg.model_wrapper_cfg == dict(type='CPUCompatibleDDP')
     assert MODEL_WRAPPERS.get('CPUCompatibleDDP') is not None
     assert cfg.work_dir == f'work_dirs/{name}'  # not the generator config's work_dir
-    assert [h.type for h in cfg.custom_hooks] == ['PseudoLabelHook']
+    assert [h.type for h in cfg.custom_hooks] == ['PseudoLabelHook', 'NaNLossGuardHook']
     # one source of truth: the generator sections are those of the generator config
     gen = _load(GENERATOR_CONFIG[name])
     for section in SECTIONS:
