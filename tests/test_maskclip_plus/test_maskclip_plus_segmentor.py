@@ -243,7 +243,8 @@ def test_shipped_configs_build_at_full_size(config, head, tmp_path):
     init_default_scope('mmseg')
     cfg = Config.fromfile(str(REPO / 'configs' / config))
     assert cfg.model.teacher.clip.model_name == 'ViT-B-16' and cfg.model.pseudo_classes == UNSEEN
-    assert [h.type for h in cfg.custom_hooks] == ['MaskCLIPPlusPhaseHook'] and cfg.custom_hooks[0].switch_ratio == 0.1
+    assert [h.type for h in cfg.custom_hooks] == ['MaskCLIPPlusPhaseHook', 'NaNLossGuardHook']
+    assert cfg.custom_hooks[0].switch_ratio == 0.1
     assert cfg.train_cfg.max_iters == 20000 and cfg.optim_wrapper.optimizer.lr == 0.01
     assert any(t.type == 'MarkUnlabeled' and t.classes == UNSEEN for t in cfg.train_dataloader.dataset.pipeline)
     cfg.model.pretrained = None  # no download
