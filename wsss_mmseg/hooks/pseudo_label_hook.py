@@ -103,7 +103,6 @@ import os
 import os.path as osp
 import random
 import shutil
-import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -398,29 +397,19 @@ class _GenerationLock:
         Raises:
             RuntimeError: Another process holds it.
         """
-        try:
-            import fcntl
-        except ImportError:  # not POSIX
-            return False
+        from ..pseudo.job import try_flock
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, 'a+')
+            handle, holder = try_flock(self.path)
         except OSError:
             return False  # the job's own writability check reports a read-only folder
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or 'unknown process'
-            handle.close()
+        if holder is not None:
             raise RuntimeError(
                 f'another process ({holder}) is generating pseudo labels in {self.path.parent} '
                 f'(it holds {self.path}). Wait until it has finished -- this training will then '
                 'reuse its labels -- or point this training at another pseudo-label folder')
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f'host {socket.gethostname()} pid {os.getpid()}\n')
-        handle.flush()
+        if handle is None:  # no fcntl (not POSIX)
+            return False
         self._file = handle
         return True
 

@@ -78,7 +78,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -113,6 +113,39 @@ class WorkDirLockedError(RuntimeError):
     """Another pseudo-label job holds the lock of the work dir."""
 
 
+def try_flock(path: PathLike) -> Tuple[Optional[Any], Optional[str]]:
+    """Try to take an exclusive advisory ``flock`` on ``path`` without waiting.
+
+    On success the file records who holds it (pid, host, start time).
+
+    Args:
+        path: Lock file (created if missing).
+
+    Returns:
+        ``(open file, None)`` when taken (keep it open to hold the lock; closing it or
+        the process ending releases it), ``(None, holder)`` when another process holds
+        it, ``(None, None)`` where ``fcntl`` is unavailable.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        return None, None
+    f = open(path, 'a+', encoding='utf-8')
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or 'holder unknown'
+        f.close()
+        return None, holder
+    f.seek(0)
+    f.truncate()
+    f.write(f'pid {os.getpid()} on {socket.gethostname()} since '
+            f'{datetime.datetime.now().isoformat(timespec="seconds")}\n')
+    f.flush()
+    return f, None
+
+
 def acquire_work_dir_lock(work_dir: PathLike) -> Optional[Any]:
     """Take the exclusive lock of ``work_dir`` (``<work_dir>/.lock``), without waiting.
 
@@ -127,29 +160,15 @@ def acquire_work_dir_lock(work_dir: PathLike) -> Optional[Any]:
         WorkDirLockedError: Another process holds it; the message names the
             folder and the holder (pid, host, start time).
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory lock
-        return None
     path = Path(work_dir) / LOCK_FILE
-    f = open(path, 'a+', encoding='utf-8')
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or 'holder unknown'
-        f.close()
+    handle, holder = try_flock(path)
+    if holder is not None:
         raise WorkDirLockedError(
             f'the output directory {work_dir} is in use by another pseudo-label job '
             f'({holder}); two jobs writing the same folder would race. Wait for it to '
             f'finish, or use another --work-dir. (The lock is {path}; it is released '
-            'when that process ends.)') from None
-    f.seek(0)
-    f.truncate()
-    f.write(f'pid {os.getpid()} on {socket.gethostname()} since '
-            f'{datetime.datetime.now().isoformat(timespec="seconds")}\n')
-    f.flush()
-    return f
+            'when that process ends.)')
+    return handle
 
 
 class ImageFailure(Exception):
