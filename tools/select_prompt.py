@@ -58,6 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from mmseg.registry import DATASETS
 
     import wsss_mmseg  # noqa: F401
+    from wsss_mmseg.cam.clip_es import CLIP_MEAN, CLIP_STD
     from wsss_mmseg.clip import CLIPViT, build_clip, get_tokenizer
     from wsss_mmseg.models.generators import resolve_device
     from wsss_mmseg.text.encoder import class_embeddings
@@ -80,8 +81,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not records:
         raise SystemExit('the dataset has no images')
 
-    mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
-    std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
     embs, labels, skipped = [], [], []
     bar = ProgressBar(len(records))
     with torch.no_grad():

@@ -78,6 +78,9 @@ class PretrainedDownloadError(RuntimeError):
 # Names
 # --------------------------------------------------------------------------------------
 
+#: The ``clip=dict(...)`` block registered components use when none is given.
+DEFAULT_CLIP = dict(model_name='ViT-B-16', pretrained='openai')
+
 def resolve_model_name(model_name: Optional[str]) -> Optional[str]:
     """Validate an open_clip architecture name.
 

@@ -15,7 +15,7 @@ from mmseg.registry import MODELS
 from ..clip import CLIPResNet, CLIPViT, build_clip, get_tokenizer
 from ..text.encoder import TextEmbeddingCache, class_embeddings
 
-_DEFAULT_CLIP = dict(model_name='ViT-B-16', pretrained='openai')
+from ..clip.factory import DEFAULT_CLIP as _DEFAULT_CLIP
 
 
 def build_clip_from_cfg(clip: Optional[dict]) -> torch.nn.Module:

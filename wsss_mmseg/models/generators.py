@@ -12,13 +12,13 @@ import torch
 from mmseg.registry import MODELS
 
 from ..cam.clip_es import CLIPESCAM
+from ..clip.factory import DEFAULT_CLIP as _DEFAULT_CLIP
 from ..clip.factory import build_clip, get_tokenizer
 from ..pseudo.mask import make_pseudo_mask
 from ..text import class_embeddings, class_names as table_class_names
 
 __all__ = ['CLIPESGenerator', 'PseudoMaskMaker']
 
-_DEFAULT_CLIP = dict(model_name='ViT-B-16', pretrained='openai')
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:

@@ -37,13 +37,13 @@ from ..postprocess.key_smoothing import key_smoothing
 from ..postprocess.prompt_denoising import class_confidence, prompt_denoising
 from ..text import class_embeddings, class_names as table_class_names, resolve_background
 from ..text.encoder import TextEmbeddingCache
+from ..clip.factory import DEFAULT_CLIP as _DEFAULT_CLIP
 from .generators import resolve_device
 
 __all__ = ['MaskCLIPBackbone', 'MaskCLIPHead', 'MaskCLIPSegmentor', 'MaskCLIPGenerator', 'KeySmoothing',
            'PromptDenoising', 'write_empty_checkpoint', 'IMAGENET_MEAN_255', 'IMAGENET_STD_255',
            'CLIP_MEAN_255', 'CLIP_STD_255']
 
-_DEFAULT_CLIP = dict(model_name='ViT-B-16', pretrained='openai')
 CLIP_MEAN_255 = [round(m * 255, 3) for m in CLIP_MEAN]   # 122.771, 116.746, 104.094
 CLIP_STD_255 = [round(s * 255, 3) for s in CLIP_STD]     # 68.501, 66.632, 70.323
 IMAGENET_MEAN_255 = [123.675, 116.28, 103.53]
