@@ -33,7 +33,8 @@ import torch
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Command-line arguments."""
+    """Command-line arguments (``--cfg-options`` is mmengine's ``DictAction``, as in mmseg's tools)."""
+    from mmengine.config import DictAction
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('config', help='PACL config (EncoderDecoder + FrozenCLIPImageEncoder + PACLHead)')
     p.add_argument('--checkpoint', default=None, help='trained checkpoint (default: untrained head)')
@@ -50,7 +51,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='cpu')
     p.add_argument('--out', default=None, help='also write the metrics as JSON here')
-    p.add_argument('--cfg-options', nargs='+', default=None, help='key=value overrides of the config')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config entries, e.g. model.backbone.clip.model_name=None '
+                   'model.backbone.clip.pretrained=/path/ViT-B-16.pt (mmengine DictAction syntax: '
+                   'None/True/False, [a,b] lists)')
     return p.parse_args(argv)
 
 
@@ -164,16 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
     from mmengine.registry import init_default_scope
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
-        opts = {}
-        for item in args.cfg_options:
-            if '=' not in item:
-                raise ValueError(f'--cfg-options entries are key=value, got {item!r}')
-            k, v = item.split('=', 1)
-            try:
-                opts[k] = json.loads(v)
-            except json.JSONDecodeError:
-                opts[k] = v
-        cfg.merge_from_dict(opts)
+        cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     import wsss_mmseg.models.pacl  # noqa: F401  (registers PACLHead)
     from mmseg.registry import MODELS
