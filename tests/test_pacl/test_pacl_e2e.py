@@ -167,5 +167,6 @@ def test_caption_config_trains_a_few_iterations(tmp_path, tiny_clip_path, shared
     runner.train()
     head = runner.model.decode_head
     scale = head.loss_decode[0].params.log_scale
-    assert scale.requires_grad and float(scale.detach().exp()) != 100.0  # the learnable logit scale moved
+    # the scale starts on its bound (100): it can only move down, and does (by much more than fp noise)
+    assert scale.requires_grad and float(scale.detach().exp()) < 100.0 - 1e-3
     assert (tmp_path / 'work' / 'iter_4.pth').is_file()

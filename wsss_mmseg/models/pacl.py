@@ -29,8 +29,9 @@ from torch import nn
 
 from ..clip import CLIPViT, get_tokenizer
 from ..pacl.compat_fn import compatibility, patch_text_similarity
+from ..pacl.distributed import caption_compatibility
 from ..pacl.embedder import VisionEmbedder
-from ..pacl.losses import (clamped_scale, dense_prior_loss, multilabel_sigmoid_loss,
+from ..pacl.losses import (clamp_log_scale_, clamped_scale, dense_prior_loss, multilabel_sigmoid_loss,
                            negative_suppression_loss, symmetric_info_nce)
 from ..text import class_embeddings, class_names as table_class_names
 from .clip_encoders import _DEFAULT_CLIP, build_clip_from_cfg
@@ -228,12 +229,23 @@ class PACLInfoNCELoss(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
-        """Current (clamped) logit scale."""
+        """Current logit scale, capped at ``max_logit_scale`` (value for logging)."""
         return clamped_scale(self.params.log_scale, max_scale=self.max_logit_scale)
 
     def forward(self, phi: torch.Tensor) -> torch.Tensor:
-        """Weighted loss of a ``(B, B)`` compatibility matrix (image rows, caption columns)."""
-        return self.loss_weight * symmetric_info_nce(phi, logit_scale=self.scale)
+        """Weighted loss of a ``(B_rows, B)`` compatibility matrix (image rows, caption columns).
+
+        The learnable log scale is first clamped in place to ``log(max_logit_scale)`` (what
+        CLIP does after each optimiser step); the loss then uses ``exp(log_scale)`` without a
+        clamp in the graph, so the gradient never vanishes on the bound.
+        """
+        log_scale = self.params.log_scale
+        if isinstance(log_scale, nn.Parameter):
+            clamp_log_scale_(log_scale, max_scale=self.max_logit_scale)
+            scale = log_scale.exp()
+        else:
+            scale = clamped_scale(log_scale, max_scale=self.max_logit_scale)
+        return self.loss_weight * symmetric_info_nce(phi, logit_scale=scale)
 
     @property
     def loss_name(self) -> str:
@@ -557,8 +569,9 @@ class PACLHead(BaseDecodeHead):
                 value = mod(sim, labels())
             elif mod.kind == 'caption':
                 texts = self._caption_embeddings(batch_data_samples, device)
-                value = mod(compatibility(emb, texts, temperature=self.pool_temperature,
-                                          chunk_size=self.chunk_size))
+                # negatives from every process (CLIP-style gather; one process: the local batch)
+                value = mod(caption_compatibility(emb, texts, temperature=self.pool_temperature,
+                                                  chunk_size=self.chunk_size))
             else:  # dense prior
                 if not self.with_bg_class:
                     raise ValueError('PACLDensePriorLoss needs with_bg_class=True (pseudo masks: 0 = background)')

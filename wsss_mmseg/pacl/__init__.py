@@ -7,12 +7,12 @@ from .alignment import (coherence_auc, patch_labels_from_mask, patch_zero_shot_a
 from .compat_fn import (check_embeddings, compatibility, patch_attention, patch_text_similarity,
                         pooled_embedding)
 from .embedder import VisionEmbedder
-from .losses import (clamped_scale, dense_prior_loss, multilabel_sigmoid_loss,
+from .losses import (clamp_log_scale_, clamped_scale, dense_prior_loss, multilabel_sigmoid_loss,
                      negative_suppression_loss, symmetric_info_nce)
 
 __all__ = [
     'check_embeddings', 'compatibility', 'patch_attention', 'patch_text_similarity', 'pooled_embedding',
-    'VisionEmbedder', 'clamped_scale', 'dense_prior_loss', 'multilabel_sigmoid_loss',
+    'VisionEmbedder', 'clamp_log_scale_', 'clamped_scale', 'dense_prior_loss', 'multilabel_sigmoid_loss',
     'negative_suppression_loss', 'symmetric_info_nce', 'coherence_auc', 'patch_labels_from_mask',
     'patch_zero_shot_accuracy', 'roc_auc',
 ]

@@ -19,23 +19,47 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ['clamped_scale', 'symmetric_info_nce', 'multilabel_sigmoid_loss', 'dense_prior_loss',
+__all__ = ['clamped_scale', 'clamp_log_scale_', 'symmetric_info_nce', 'multilabel_sigmoid_loss', 'dense_prior_loss',
            'negative_suppression_loss']
 
 
 def clamped_scale(log_scale: torch.Tensor, *, max_scale: Optional[float] = 100.0) -> torch.Tensor:
-    """``exp(log_scale)`` clamped to ``<= max_scale`` (CLIP's logit-scale rule).
+    """Value of ``exp(log_scale)`` capped at ``max_scale``, for reporting only.
+
+    Do not train through this: where the cap is active its gradient is exactly zero. Training
+    uses ``log_scale.exp()`` and :func:`clamp_log_scale_` on the parameter (as CLIP/open_clip).
 
     Args:
-        log_scale: Scalar tensor (learnable log of the scale).
+        log_scale: Scalar tensor (log of the scale).
         max_scale: Upper bound, or None.
 
     Returns:
-        Scalar tensor (gradient flows unless the clamp is active).
+        Scalar tensor.
     """
     if max_scale is None:
         return log_scale.exp()
     return log_scale.clamp(max=math.log(float(max_scale))).exp()
+
+
+@torch.no_grad()
+def clamp_log_scale_(log_scale: torch.Tensor, *, max_scale: Optional[float] = 100.0) -> torch.Tensor:
+    """Clamp a learnable log logit scale **in place** to ``log(max_scale)`` (CLIP's rule).
+
+    CLIP and open_clip clamp the parameter after the optimiser step instead of clamping inside
+    the forward pass, so the scale keeps a non-zero gradient when it sits on the bound (a scale
+    initialised at 100 with the bound 100 can still move down). Calling this before each use is
+    the same as calling it after each step.
+
+    Args:
+        log_scale: Scalar parameter/tensor, modified in place.
+        max_scale: Upper bound of ``exp(log_scale)``, or None (no-op).
+
+    Returns:
+        ``log_scale`` itself.
+    """
+    if max_scale is not None:
+        log_scale.clamp_(max=math.log(float(max_scale)))
+    return log_scale
 
 
 def symmetric_info_nce(phi: torch.Tensor, *, logit_scale: torch.Tensor | float) -> torch.Tensor:
