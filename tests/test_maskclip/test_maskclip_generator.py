@@ -14,8 +14,7 @@ import wsss_mmseg  # noqa: F401
 import wsss_mmseg.models.maskclip  # noqa: F401
 from mmseg.registry import MODELS
 from wsss_mmseg.cam.clip_es import resize_maps
-from wsss_mmseg.cam.maskclip import cosine_logits, vit_dense_features
-from wsss_mmseg.postprocess.key_smoothing import key_smoothing
+from wsss_mmseg.cam.maskclip import vit_dense_features
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,28 +31,51 @@ def _gen(clip_path, **kw):
     return MODELS.build(cfg)
 
 
+def _np_softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 def test_generate_follows_the_documented_formula(tiny_clip_path):
+    """cam / cam_refined re-derived in float64 numpy from spec §1.4 (cosine logits) and §1.6 (KS)."""
     gen = _gen(tiny_clip_path, key_smoothing=dict(type='KeySmoothing'))
     img = _img()
+    x = gen.preprocess(img)
+    assert x.shape == (1, 3, 64, 80)  # sides rounded up to multiples of 16
+    with torch.no_grad():
+        feats = vit_dense_features(gen.tower, x)     # dense features are pinned in test_maskclip_dense.py
+    dense = feats['dense'][0].double().numpy().reshape(feats['dense'].shape[1], -1).T   # (N, E)
+    keys = feats['keys'][0].double().numpy().reshape(feats['keys'].shape[1], -1).T      # (N, C)
+    text = np.concatenate([gen.fg_text[[11, 14]].double().numpy(), gen.bg_text.double().numpy()])
+    assert text.shape[0] == 2 + 25  # the image's labels + 25 CLIP-ES background words
+    cos = (dense / np.linalg.norm(dense, axis=1, keepdims=True)) @ (text / np.linalg.norm(text, axis=1,
+                                                                                          keepdims=True)).T
+    prob = _np_softmax(100.0 * cos, axis=1)                                               # (N, K + M)
+    # key smoothing threshold between the locations' confidences: some are kept, some smoothed
+    conf = prob.max(1)
+    srt = np.sort(conf)
+    gaps = np.diff(srt)
+    mid = int(np.argmax(gaps))                     # the widest gap: fp32/fp64 agree on either side
+    thresh = float(0.5 * (srt[mid] + srt[mid + 1]))
+    gen.ks.thresh = thresh
+    kept = conf >= thresh
+    assert kept.any() and (~kept).any()
+    unit = keys / np.linalg.norm(keys, axis=1, keepdims=True)
+    smoothed = (unit @ unit.T) @ prob
+    ks = np.where(kept[:, None], prob, smoothed)[:, :2]          # spec §1.6: probabilities everywhere
     out = gen.generate(img, [11, 14, 11])  # duplicates dropped in order
     assert out['keys'].tolist() == [11, 14]
     assert out['cam'].shape == (2, 50, 70) and out['cam'].dtype == np.float32
     assert out['cam_refined'].shape == (2, 50, 70) and out['cam_refined'].dtype == np.float32
-    assert 0.0 <= out['cam'].min() and out['cam'].max() <= 1.0
-    # independent recomputation from the pure functions
-    x = gen.preprocess(img)
-    assert x.shape == (1, 3, 64, 80)  # sides rounded up to multiples of 16
-    with torch.no_grad():
-        feats = vit_dense_features(gen.tower, x)
-        text = torch.cat([gen.fg_text[[11, 14]], gen.bg_text])
-        assert text.shape[0] == 2 + 25  # the image's labels + 25 CLIP-ES background words
-        logits = cosine_logits(feats['dense'], text)
-        prob = (100.0 * logits).softmax(1)[0, :2]
-        cam = prob / prob.flatten(1).amax(1)[:, None, None]
-        ks = key_smoothing(logits, feats['keys'])[0, :2].clamp_min(0)
-        ks = ks / ks.flatten(1).amax(1)[:, None, None]
-    np.testing.assert_allclose(out['cam'], resize_maps(cam, (50, 70)), atol=1e-6)
-    np.testing.assert_allclose(out['cam_refined'], resize_maps(ks, (50, 70)), atol=1e-6)
+
+    def max_norm(m):
+        m = np.clip(m, 0, None)
+        return (m / m.max(0, keepdims=True)).T.reshape(2, 4, 5)
+
+    np.testing.assert_allclose(out['cam'], resize_maps(torch.from_numpy(max_norm(prob[:, :2])).float(), (50, 70)),
+                               atol=2e-5)
+    np.testing.assert_allclose(out['cam_refined'], resize_maps(torch.from_numpy(max_norm(ks)).float(), (50, 70)),
+                               atol=2e-5)
     # deterministic
     again = gen.generate(img, [11, 14])
     assert np.array_equal(again['cam'], out['cam']) and np.array_equal(again['cam_refined'], out['cam_refined'])

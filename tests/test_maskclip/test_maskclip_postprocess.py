@@ -62,14 +62,17 @@ def test_key_smoothing_threshold_keeps_confident_locations():
     assert probs[0] >= thresh and torch.all(probs[1:] < thresh)
     out = key_smoothing(logits, keys, thresh=thresh)
     full = key_smoothing(logits, keys)
-    flat_out, flat_full, flat_in = out.flatten(2)[0], full.flatten(2)[0], logits.flatten(2)[0]
+    flat_out, flat_full = out.flatten(2)[0], full.flatten(2)[0]
     torch.testing.assert_close(flat_out[:, 1:], flat_full[:, 1:])
-    torch.testing.assert_close(flat_out[:, 0], flat_in[:, 0])  # kept: the input logits
+    # spec §1.6: a kept location keeps its class PROBABILITIES softmax(100 x), not the raw cosine
+    expected_kept = torch.tensor(_softmax(LOGITS[0], 100.0))
+    torch.testing.assert_close(flat_out[:, 0], expected_kept, rtol=1e-5, atol=1e-6)
     # ks_thresh = 1.0 skips only locations whose fp32 softmax saturates to exactly 1 (margin 0.4)
     sat = torch.tensor([[0.0, 0.4], [0.1, 0.15]]).t().reshape(1, 2, 1, 2)
     out_sat = key_smoothing(sat, torch.randn(1, 3, 1, 2))
-    torch.testing.assert_close(out_sat[0, :, 0, 0], sat[0, :, 0, 0])
-    assert not torch.allclose(out_sat[0, :, 0, 1], sat[0, :, 0, 1])
+    torch.testing.assert_close(out_sat[0, :, 0, 0], torch.tensor(_softmax([0.0, 0.4], 100.0)))
+    assert out_sat[0, 1, 0, 0] == 1.0 and out_sat[0, 0, 0, 0] < 1e-17  # probabilities, not (0.0, 0.4)
+    assert not torch.allclose(out_sat[0, :, 0, 1], torch.tensor(_softmax([0.1, 0.15], 100.0)))
 
 
 def test_key_affinity_properties_and_row_norms():

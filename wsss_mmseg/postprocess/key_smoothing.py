@@ -5,7 +5,12 @@ locations of the same image::
 
     P = softmax_c(scale * logits)                      (B, N, K)
     W = k~ k~^T                                        (B, N, N)
-    out_i = sum_j W_ij P_j      where max_c P_i < thresh, else logits_i unchanged
+    out_i = sum_j W_ij P_j      where max_c P_i < thresh, else P_i (the probabilities)
+
+As the official code (spec §1.6 steps 1, 4, 5) the output is class *probabilities* everywhere:
+smoothed (unnormalised) where replaced, the softmax ``P_i`` itself where a location is kept. (An
+earlier version of this plugin kept the raw cosine at kept locations, which mixed two scales and
+let a later per-class normalisation rank confident pixels below smoothed ones.)
 
 ``k~`` are the last-layer keys normalised per token (``key_norm='token'``, true cosine, the
 default) or -- to reproduce the official numbers -- per key *channel* over the locations
@@ -79,7 +84,7 @@ def key_smoothing(logits: Tensor, keys: Tensor, *, thresh: float = 1.0, scale: f
 
     Returns:
         ``(B, K, h, w)`` float32: smoothed (unnormalised) probabilities at replaced locations,
-        the input logits elsewhere.
+        the probabilities ``P`` elsewhere (spec §1.6).
 
     Raises:
         ValueError: Shapes that do not match.
@@ -99,5 +104,5 @@ def key_smoothing(logits: Tensor, keys: Tensor, *, thresh: float = 1.0, scale: f
     weights = key_affinity(keys.to(x.device), key_norm=key_norm, row_norm=row_norm)
     smoothed = weights @ prob
     replace = prob.amax(dim=-1, keepdim=True) < float(thresh)
-    out = torch.where(replace, smoothed, x)
+    out = torch.where(replace, smoothed, prob)
     return out.transpose(1, 2).reshape(b, n_cls, h, w)
