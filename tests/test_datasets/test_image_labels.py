@@ -283,3 +283,46 @@ def test_folder_missing_image_is_a_record_not_an_error(tmp_path):
     ds = FolderImageLabels(img_dir=str(tmp_path / 'img'), labels=str(tmp_path / 'l.json'),
                            class_table='voc20')
     assert ds[1]['img_path'] == str(tmp_path / 'img' / 'gone.jpg')  # the job reports it
+
+
+# ------------------------------------- COCO spellings, BOM, NFC (#17 item 4, #16 item 7)
+def test_folder_csv_with_official_coco_names_and_bom(tmp_path):
+    """A CSV written by Excel (UTF-8 BOM) with COCO's own names maps onto coco80's CLIP-ES spellings."""
+    _images(tmp_path / 'img', ['a.jpg', 'b.jpg'])
+    (tmp_path / 'labels.csv').write_bytes(
+        b'\xef\xbb\xbfimage,labels\r\na.jpg,couch|tv|person\r\nb.jpg,motorcycle;potted plant;dining table;airplane\r\n')
+    ds = FolderImageLabels(img_dir=str(tmp_path / 'img'), labels=str(tmp_path / 'labels.csv'),
+                           class_table='coco80')
+    # COCO-80 contiguous indices, category-id order: person 0, airplane 4, motorcycle 3,
+    # couch 57, potted plant 58, dining table 60, tv 62
+    assert [r['label_ids'] for r in ds] == [[57, 62, 0], [3, 58, 60, 4]]
+
+
+def test_voc_spellings_find_explicit_coco_classes(tmp_path):
+    """Explicit classes in COCO spelling (as an instances JSON gives them) are found by VOC spellings."""
+    _images(tmp_path / 'img', ['a.jpg'])
+    (tmp_path / 'labels.json').write_text(json.dumps({'a.jpg': ['sofa', 'tvmonitor']}))
+    ds = FolderImageLabels(img_dir=str(tmp_path / 'img'), labels=str(tmp_path / 'labels.json'),
+                           classes=['person', 'couch', 'tv'])
+    assert ds[0]['label_ids'] == [1, 2]
+
+
+def test_bom_in_split_list_and_txt_labels(tmp_path):
+    """Before: the BOM became part of the first id ('\\ufeffa' has no entry / unknown image)."""
+    (tmp_path / 'JPEGImages').mkdir()
+    (tmp_path / 'split.txt').write_bytes(b'\xef\xbb\xbfa\r\nb\r\n')
+    (tmp_path / 'labels.txt').write_bytes(b'\xef\xbb\xbfa 1 4\r\nb 2\r\n')
+    ds = VOCImageLabels(data_root=str(tmp_path), split='split.txt', labels='labels.txt', gt_dir=None)
+    assert ds.ids == ['a', 'b']
+    assert [r['label_ids'] for r in ds] == [[1, 4], [2]]
+    (tmp_path / 'labels.json').write_bytes(b'\xef\xbb\xbf{"a": [3], "b": [0]}')
+    assert load_label_file(tmp_path / 'labels.json') == {'a': [3], 'b': [0]}
+
+
+def test_folder_names_compared_after_nfc(tmp_path):
+    _images(tmp_path / 'img', ['a.jpg'])
+    (tmp_path / 'labels.json').write_text(json.dumps({'a.jpg': ['cafe\u0301', 'Cre\u0300me']}),
+                                          encoding='utf-8')
+    ds = FolderImageLabels(img_dir=str(tmp_path / 'img'), labels=str(tmp_path / 'labels.json'),
+                           classes=['tea', 'caf\u00e9', 'cr\u00e8me'])
+    assert ds[0]['label_ids'] == [1, 2]

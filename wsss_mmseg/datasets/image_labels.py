@@ -37,11 +37,16 @@ Label file formats understood by :func:`load_label_file`:
 
 Indices are 0-based class indices (background excluded); their range is
 checked by the job against the generator's class table.
+
+All list and label files are read as UTF-8; a leading byte-order mark (as
+Windows editors write it) is skipped. A file that is not UTF-8, malformed
+CSV, JSON nested too deeply to parse, and a file that lists no image at all
+are errors naming the file.
 """
 from __future__ import annotations
 
 import csv
-import difflib
+import io
 import json
 import os
 import pickle
@@ -52,6 +57,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from mmseg.registry import DATASETS
+
+from wsss_mmseg.text.vocab import close_class_names, find_class_index, normalise_class_name
 
 PathLike = Union[str, os.PathLike]
 Record = Dict[str, Any]
@@ -166,14 +173,43 @@ def _json_no_duplicates(path: Path):
     return hook
 
 
+def _read_text(path: Path) -> str:
+    """The text of a list/label file: UTF-8, a leading byte-order mark dropped.
+
+    Raises:
+        ValueError: The file is not UTF-8 (the message names the file and the byte offset).
+    """
+    try:
+        with open(path, encoding='utf-8-sig', newline='') as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f'{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as '
+                         'UTF-8') from None
+
+
+def _text_lines(path: Path) -> List[str]:
+    """Lines of a list/label file (see :func:`_read_text`), without line ends."""
+    return _read_text(path).splitlines()
+
+
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f'labels file not found: {path}')
+    text = _read_text(path)
     try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f, object_pairs_hook=_json_no_duplicates(path))
+        return json.loads(text, object_pairs_hook=_json_no_duplicates(path))
     except json.JSONDecodeError as exc:
         raise ValueError(f'{path}: invalid JSON ({exc})') from exc
+    except RecursionError:
+        raise ValueError(f'{path}: JSON nested too deeply to read (a labels file is an '
+                         'object of lists)') from None
+
+
+def _check_not_empty(count: int, path: Path, what: str) -> None:
+    """An empty list/label file is an error: a job over it would do nothing and report success."""
+    if count == 0:
+        raise ValueError(f'{path}: {what} lists no image (an empty or comment-only file); '
+                         'nothing to label')
 
 
 class _LabelTable:
@@ -253,8 +289,9 @@ def load_label_file(path: PathLike) -> Dict[Any, List[int]]:
 
     Raises:
         FileNotFoundError: Missing file.
-        ValueError: Malformed content or duplicate ids (message names the file,
-            and the line for text files).
+        ValueError: Malformed content, not UTF-8, no entry at all, or duplicate ids
+            (message names the file, and the line for text files). A UTF-8 byte-order mark
+            is skipped.
     """
     path = Path(path)
     if not path.is_file():
@@ -273,7 +310,7 @@ def load_label_file(path: PathLike) -> Dict[Any, List[int]]:
     elif suffix == '.npy':
         try:
             obj = _load_npy_restricted(path)
-        except (ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        except (ValueError, OSError, EOFError, RecursionError, pickle.UnpicklingError) as exc:
             raise ValueError(f'{path}: cannot read .npy labels ({exc})') from exc
         if obj.dtype != object or obj.shape != () or not isinstance(obj.item(), dict):
             raise ValueError(f'{path}: expected a pickled dict id -> multi-hot vector '
@@ -289,22 +326,22 @@ def load_label_file(path: PathLike) -> Dict[Any, List[int]]:
                 table[k] = _as_index_list(v, where=where)
     else:
         lines: Dict[str, int] = {}
-        with open(path, encoding='utf-8') as f:
-            for lineno, line in enumerate(f, 1):
-                tokens = line.split()
-                if not tokens or tokens[0].startswith('#'):
-                    continue
-                image_id = tokens[0]
-                if image_id in lines:
-                    raise ValueError(f'{path}: duplicate id {image_id!r} on lines '
-                                     f'{lines[image_id]} and {lineno}')
-                lines[image_id] = lineno
-                try:
-                    idx = [int(t) for t in tokens[1:]]
-                except ValueError:
-                    raise ValueError(f'{path}:{lineno}: expected "id idx idx ...", got '
-                                     f'{line.strip()!r}') from None
-                table[image_id] = _dedupe(idx)
+        for lineno, line in enumerate(_text_lines(path), 1):
+            tokens = line.split()
+            if not tokens or tokens[0].startswith('#'):
+                continue
+            image_id = tokens[0]
+            if image_id in lines:
+                raise ValueError(f'{path}: duplicate id {image_id!r} on lines '
+                                 f'{lines[image_id]} and {lineno}')
+            lines[image_id] = lineno
+            try:
+                idx = [int(t) for t in tokens[1:]]
+            except ValueError:
+                raise ValueError(f'{path}:{lineno}: expected "id idx idx ...", got '
+                                 f'{line.strip()!r}') from None
+            table[image_id] = _dedupe(idx)
+    _check_not_empty(len(table), path, 'labels file')
     return table
 
 
@@ -420,20 +457,20 @@ def _read_split(split: Path, *, data_root: Path) -> List[Tuple[str, Optional[str
     if not split.is_file():
         raise FileNotFoundError(f'split file not found: {split}')
     out = []
-    with open(split, encoding='utf-8') as f:
-        for lineno, line in enumerate(f, 1):
-            tokens = line.split()
-            if not tokens or tokens[0].startswith('#'):
-                continue
-            token = tokens[0]
-            where = f'{split}:{lineno}'
-            if _looks_like_path(token):
-                rel = safe_relative_path(token, root=data_root, where=where)
-                image_id = posixpath.basename(_strip_image_ext(rel))
-                out.append((image_id, rel, where))
-            else:
-                rel_id = safe_relative_path(token, root=data_root, where=where)
-                out.append((rel_id, None, where))
+    for lineno, line in enumerate(_text_lines(split), 1):
+        tokens = line.split()
+        if not tokens or tokens[0].startswith('#'):
+            continue
+        token = tokens[0]
+        where = f'{split}:{lineno}'
+        if _looks_like_path(token):
+            rel = safe_relative_path(token, root=data_root, where=where)
+            image_id = posixpath.basename(_strip_image_ext(rel))
+            out.append((image_id, rel, where))
+        else:
+            rel_id = safe_relative_path(token, root=data_root, where=where)
+            out.append((rel_id, None, where))
+    _check_not_empty(len(out), split, 'split list')
     return out
 
 
@@ -591,6 +628,10 @@ class COCOImageLabels(ImageLabelSource):
                 candidates.append(dict(id=_strip_image_ext(rel),
                                        img_path=image_dir / rel,
                                        label_ids=labels, where=where))
+            if not candidates:
+                raise ValueError(f'{ann_path}: no image with a labelled annotation '
+                                 f'({len(data["images"])} images, {self.num_dropped_unlabeled} '
+                                 'without annotations dropped); nothing to label')
         else:
             self.class_names = _table_class_names(class_table, None)
             table = load_label_file(ann_path)
@@ -624,10 +665,6 @@ class COCOImageLabels(ImageLabelSource):
 
 
 # ------------------------------------------------------------------ folder
-def _normalise_name(name: str) -> str:
-    return ' '.join(name.split()).casefold()
-
-
 def _split_names(value: Any, *, where: str) -> List[str]:
     if isinstance(value, str):
         parts = _LABEL_SEPARATORS.split(value)
@@ -658,7 +695,10 @@ class FolderImageLabels(ImageLabelSource):
     without extension (``sub/b``), which must match exactly one image file in
     the folder. The id (output name) is the relative path without extension.
     Only images listed in the labels file are used. Names are matched exactly,
-    then case/whitespace-insensitively; an unknown name raises
+    then case/whitespace/Unicode-normalisation (NFC) insensitively, then through
+    the other spelling of a class (COCO's ``couch``, ``tv``, ``motorcycle`` find
+    ``sofa``, ``tvmonitor``, ``motorbike`` and the other way round; see
+    :func:`wsss_mmseg.text.vocab.find_class_index`); an unknown name raises
     :class:`UnknownClassError` naming the labels file, the image, the name and
     close matches. An image with an empty label list is kept (the job records
     it as a failure: no image-level labels).
@@ -704,7 +744,7 @@ class FolderImageLabels(ImageLabelSource):
         self.class_table = class_table
         self.class_names = _table_class_names(class_table, classes)
         if classes is not None:
-            norm = [_normalise_name(n) for n in self.class_names]
+            norm = [normalise_class_name(n) for n in self.class_names]
             if len(set(norm)) != len(norm):
                 raise ValueError(f'classes contain duplicates: {self.class_names}')
         rows = self._read_rows(label_path)
@@ -756,8 +796,8 @@ class FolderImageLabels(ImageLabelSource):
                 where = f'{path}: entry {key!r}'
                 rows.append((key, _split_names(value, where=where), where))
         elif suffix == '.csv':
-            with open(path, newline='', encoding='utf-8-sig') as f:
-                reader = csv.reader(f)
+            reader = csv.reader(io.StringIO(_read_text(path), newline=''))
+            try:
                 header = next(reader, None)
                 if header is None or [h.strip().lower() for h in header[:2]] != \
                         ['image', 'labels']:
@@ -774,26 +814,22 @@ class FolderImageLabels(ImageLabelSource):
                                          'containing commas)')
                     rows.append((row[0].strip(), _split_names(row[1], where=where),
                                  where))
+            except csv.Error as exc:
+                raise ValueError(f'{path}:{reader.line_num}: malformed CSV ({exc})') from None
         else:
             raise ValueError(f'labels file {path} must be .json or .csv '
                              f'(got {suffix or "no suffix"!r})')
+        _check_not_empty(len(rows), path, 'labels file')
         return rows
 
     def _resolve(self, names: List[str], *, label_path: Path, image: str) -> List[int]:
         assert self.class_names is not None
-        exact = {n: i for i, n in enumerate(self.class_names)}
-        loose = {_normalise_name(n): i for i, n in enumerate(self.class_names)}
         out: List[int] = []
         for name in names:
-            if name in exact:
-                idx = exact[name]
-            elif _normalise_name(name) in loose:
-                idx = loose[_normalise_name(name)]
-            else:
-                close = difflib.get_close_matches(_normalise_name(name), list(loose),
-                                                  n=3, cutoff=0.6)
-                hint = ('; close matches: ' + ', '.join(
-                    repr(self.class_names[loose[c]]) for c in close)) if close else ''
+            idx = find_class_index(name, self.class_names)
+            if idx is None:
+                close = close_class_names(name, self.class_names)
+                hint = ('; close matches: ' + ', '.join(repr(c) for c in close)) if close else ''
                 table = (f'class table {self.class_table!r}' if self.class_table
                          else 'the given classes')
                 raise UnknownClassError(

@@ -20,6 +20,7 @@ import difflib
 import json
 import operator
 import os
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -37,9 +38,20 @@ _KINDS: Dict[str, tuple] = {
 ClassRef = Union[str, int]
 
 
-def _normalise_name(name: str) -> str:
-    """Case- and whitespace-insensitive form of a class name used for lookups."""
-    return ' '.join(name.split()).casefold()
+def normalise_class_name(name: str) -> str:
+    """Lookup form of a class name: Unicode NFC, whitespace collapsed, case folded.
+
+    NFC makes a name typed with a combining accent (``e`` + U+0301) equal to the precomposed one
+    (U+00E9), as label files written on different systems spell them.
+
+    Args:
+        name: A class name.
+
+    Returns:
+        The normalised name.
+    """
+    folded = ' '.join(unicodedata.normalize('NFC', name).split()).casefold()
+    return unicodedata.normalize('NFC', folded)
 
 
 def _check_str_list(values: Any, *, where: str, allow_empty: bool = False) -> List[str]:
@@ -99,12 +111,26 @@ def _validate(kind: str, path: Path, data: Any) -> Dict[str, Any]:
                 for t in payload:
                     check_template(t, where=where)
             if kind == 'class_names':
-                norm = [_normalise_name(v) for v in payload]
+                norm = [normalise_class_name(v) for v in payload]
                 if len(set(norm)) != len(norm):
                     raise ValueError(f'{where}: class names are not unique')
     aliases = data.get('_aliases', {})
     if not isinstance(aliases, dict):
         raise ValueError(f'{path}: "_aliases" must be an object')
+    if '_spelling_aliases' in data:
+        groups = data['_spelling_aliases'].get('groups') if isinstance(
+            data['_spelling_aliases'], dict) else None
+        if not isinstance(groups, list):
+            raise ValueError(f'{path}: "_spelling_aliases" must be an object with a "groups" list')
+        seen: Dict[str, int] = {}
+        for i, group in enumerate(groups):
+            _check_str_list(group, where=f'{path}: _spelling_aliases group {i}')
+            for name in group:
+                key = normalise_class_name(name)
+                if key in seen:
+                    raise ValueError(f'{path}: spelling {name!r} is in _spelling_aliases groups '
+                                     f'{seen[key]} and {i}')
+                seen[key] = i
     return data
 
 
@@ -214,6 +240,85 @@ def class_names(table: str) -> List[str]:
     return list(_entry('class_names', table)['names'])
 
 
+@lru_cache(maxsize=None)
+def _spelling_groups() -> Dict[str, tuple]:
+    """Normalised spelling -> all normalised spellings of its group (``_spelling_aliases``)."""
+    groups = _load_kind('class_names').get('_spelling_aliases', {}).get('groups', [])
+    out: Dict[str, tuple] = {}
+    for group in groups:
+        norm = tuple(normalise_class_name(n) for n in group)
+        for n in norm:
+            out[n] = norm
+    return out
+
+
+def spelling_variants(name: str) -> List[str]:
+    """The other spellings of a class shipped in ``class_names.json`` ``_spelling_aliases``.
+
+    Args:
+        name: A class name in any spelling (``'couch'``, ``'sofa'``, ``'TV'``).
+
+    Returns:
+        The normalised other spellings (``['sofa']`` for ``'couch'``); empty when the name has none.
+    """
+    key = normalise_class_name(name)
+    return [n for n in _spelling_groups().get(key, ()) if n != key]
+
+
+def find_class_index(name: str, names: Sequence[str]) -> Optional[int]:
+    """Index of a class name in a list of class names, or None.
+
+    Matching order: exact; then after :func:`normalise_class_name` (NFC, whitespace, case); then
+    through the other spellings of the name (:func:`spelling_variants`: COCO's ``'motorcycle'``
+    finds VOC's ``'motorbike'`` and the other way round).
+
+    Args:
+        name: The requested name.
+        names: Class names in index order.
+
+    Returns:
+        The index, or None when nothing matches.
+    """
+    for i, n in enumerate(names):
+        if n == name:
+            return i
+    loose = {}
+    for i, n in enumerate(names):
+        loose.setdefault(normalise_class_name(n), i)
+    key = normalise_class_name(name)
+    if key in loose:
+        return loose[key]
+    hits = {loose[v] for v in spelling_variants(name) if v in loose}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def close_class_names(name: str, names: Sequence[str], *, n: int = 3) -> List[str]:
+    """Entries of ``names`` that look like ``name`` (for "did you mean" hints).
+
+    Other spellings of the entries count: ``'couches'`` suggests ``'sofa'`` through ``'couch'``.
+
+    Args:
+        name: The unknown name.
+        names: Class names in index order.
+        n: At most this many suggestions.
+
+    Returns:
+        Entries of ``names``, best first.
+    """
+    spelled: Dict[str, int] = {}
+    for i, entry in enumerate(names):
+        spelled.setdefault(normalise_class_name(entry), i)
+    for i, entry in enumerate(names):
+        for v in spelling_variants(entry):
+            spelled.setdefault(v, i)
+    out: List[str] = []
+    for match in difflib.get_close_matches(normalise_class_name(name), list(spelled), n=3 * n, cutoff=0.6):
+        entry = names[spelled[match]]
+        if entry not in out:
+            out.append(entry)
+    return out[:n]
+
+
 def synonyms(name: str) -> Dict[str, str]:
     """Class-name replacements of a synonym set.
 
@@ -316,8 +421,9 @@ def resolve_classes(names_or_indices: Union[ClassRef, Sequence[ClassRef]], *,
                     table: str) -> List[int]:
     """Map class names and/or indices to label indices of a table.
 
-    Names match exactly first, then case- and whitespace-insensitively (so
-    ``'bed'`` finds ADE's ``'bed '`` and ``'Person'`` finds ``'person'``).
+    Names match exactly first, then case-, whitespace- and Unicode-normalisation-insensitively (so
+    ``'bed'`` finds ADE's ``'bed '`` and ``'Person'`` finds ``'person'``), then through the other
+    spellings of a class (``'couch'`` finds coco80's ``'sofa'``; see :func:`find_class_index`).
 
     Args:
         names_or_indices: One reference or a sequence of references; each is a
@@ -342,20 +448,15 @@ def resolve_classes(names_or_indices: Union[ClassRef, Sequence[ClassRef]], *,
         refs = names_or_indices
     if len(refs) == 0:
         raise ValueError(f'no classes requested from table {table!r}')
-    exact = {n: i for i, n in enumerate(names)}
-    loose = {_normalise_name(n): i for i, n in enumerate(names)}
     out: List[int] = []
     for ref in refs:
         if isinstance(ref, str):
-            if ref in exact:
-                idx = exact[ref]
-            elif _normalise_name(ref) in loose:
-                idx = loose[_normalise_name(ref)]
+            found = find_class_index(ref, names)
+            if found is not None:
+                idx = found
             else:
-                close = difflib.get_close_matches(
-                    _normalise_name(ref), list(loose), n=3, cutoff=0.6)
-                hint = (f'; did you mean {", ".join(repr(names[loose[c]]) for c in close)}?'
-                        if close else '')
+                close = close_class_names(ref, names)
+                hint = f'; did you mean {", ".join(repr(c) for c in close)}?' if close else ''
                 raise KeyError(f'unknown class name {ref!r} for class table {table!r} '
                                f'({len(names)} classes){hint}')
         else:
