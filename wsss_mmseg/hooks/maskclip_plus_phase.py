@@ -10,7 +10,7 @@ from mmseg.registry import HOOKS
 
 from ..models.maskclip_plus import phase_at
 
-__all__ = ['MaskCLIPPlusPhaseHook', 'resolve_switch_iter']
+__all__ = ['MaskCLIPPlusPhaseHook', 'describe_switch', 'resolve_switch_iter']
 
 
 def resolve_switch_iter(*, switch_iter: Optional[int], switch_ratio: Optional[float], max_iters: int) -> Optional[int]:
@@ -18,18 +18,37 @@ def resolve_switch_iter(*, switch_iter: Optional[int], switch_ratio: Optional[fl
 
     Args:
         switch_iter: Explicit iteration (``None`` to use the ratio).
-        switch_ratio: Fraction of ``max_iters`` (0.1 zero-shot; 1.0 or ``None`` with no
-            ``switch_iter``: never, annotation-free).
+        switch_ratio: Fraction of ``max_iters`` (0.1 zero-shot; 1.0: never, annotation-free,
+            since the returned ``max_iters`` is past the last iteration).
         max_iters: The training length.
 
     Returns:
-        The iteration, or ``None`` (never self-train).
+        The iteration (``>= max_iters``: never within the run), or ``None`` (never self-train).
     """
     if switch_iter is not None:
         return int(switch_iter)
     if switch_ratio is None:
         return None
     return int(math.ceil(float(switch_ratio) * int(max_iters)))
+
+
+def describe_switch(switch: Optional[int], max_iters: int) -> str:
+    """Log text of when self-training starts, ``'never'`` when no iteration of the run reaches it.
+
+    Args:
+        switch: First 0-based iteration of self-training (:func:`resolve_switch_iter`), or None.
+        max_iters: The training length (iterations ``0 .. max_iters - 1``).
+
+    Returns:
+        ``'self-training from iteration N'`` (1-based, as the log counts) or ``'self-training:
+        never ...'``.
+    """
+    if switch is None:
+        return 'self-training: never (teacher labels only)'
+    if switch >= int(max_iters):
+        return (f'self-training: never (it would start at iteration {switch + 1}, the run has '
+                f'{int(max_iters)}; teacher labels only)')
+    return f'self-training from iteration {switch + 1}'
 
 
 @HOOKS.register_module()
@@ -72,5 +91,5 @@ class MaskCLIPPlusPhaseHook(Hook):
         model.set_phase(phase)
         if phase != self._last:
             runner.logger.info(f'MaskCLIPPlusPhaseHook: phase {phase!r} from iteration {runner.iter + 1} '
-                               f'(self-training from iteration {"never" if switch is None else switch + 1})')
+                               f'({describe_switch(switch, runner.max_iters)})')
             self._last = phase
