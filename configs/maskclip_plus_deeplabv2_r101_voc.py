@@ -18,8 +18,8 @@
 #       model.pseudo_classes=None
 # (model.use_gt_void_mask=False also labels GT-void pixels: no GT is read at all.)
 # Guesses / deviations: the official VOC numbers use an RN50 teacher (text width 1024); ViT-B/16 is
-# the default here (decode_head.channels = 512 = its text width; for RN50 set
-# model.teacher.clip.model_name=RN50 and model.decode_head.channels=1024). CLIP mean/std for the
+# the default here (decode_head.channels is derived from the teacher's CLIP text width: 512 for
+# ViT-B/16, 1024 with model.teacher.clip.model_name=RN50). Dropout 0 as the official configs. CLIP mean/std for the
 # teacher (official: ImageNet; model.teacher.legacy_imagenet_norm=True). Self-training starts after
 # iteration 2000 (official: at 2000, a one-iteration difference). train_aug list name as in
 # configs/clip_es_voc.py.
@@ -49,8 +49,8 @@ model = dict(
     backbone=dict(type='ResNetV1c', depth=101, num_stages=4, out_indices=(0, 1, 2, 3), dilations=(1, 1, 2, 4),
                   strides=(1, 2, 1, 1), norm_cfg=norm_cfg, norm_eval=False, style='pytorch',
                   contract_dilation=True),
-    decode_head=dict(type='ASPPV2Head', in_channels=2048, in_index=3, channels=512, dilations=(6, 12, 18, 24),
-                     dropout_ratio=0.1, norm_cfg=norm_cfg, align_corners=False,
+    decode_head=dict(type='ASPPV2Head', in_channels=2048, in_index=3, channels=None,  # = CLIP text width
+                     dilations=(6, 12, 18, 24), dropout_ratio=0.0, norm_cfg=norm_cfg, align_corners=False,
                      loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     teacher=dict(
         type='MaskCLIPSegmentor',

@@ -16,11 +16,11 @@ model = dict(
         type='DepthwiseSeparableASPPHead',
         in_channels=2048,
         in_index=3,
-        channels=512,  # = CLIP ViT-B/16 text width (the text embeddings are the classifier)
+        channels=None,  # derived: the teacher's CLIP text width (the text embeddings are the classifier)
         dilations=(1, 12, 24, 36),
         c1_in_channels=256,
         c1_channels=48,
-        dropout_ratio=0.1,
+        dropout_ratio=0.0,  # official MaskCLIP+ configs: no dropout
         norm_cfg={{_base_.norm_cfg}},
         align_corners=False,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)))

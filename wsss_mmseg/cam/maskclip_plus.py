@@ -66,7 +66,8 @@ def text_classifier_logits(feat: Tensor, text: Tensor, *, background: Optional[T
 
 def assign_pseudo_labels(gt: Tensor, scores: Tensor, *, pseudo_classes: Sequence[int],
                          unlabeled_index: int = 254, ignore_index: int = 255,
-                         conf_thresh: Optional[float] = None, writable: Optional[Tensor] = None) -> Tensor:
+                         conf_thresh: Optional[float] = None, writable: Optional[Tensor] = None,
+                         conf_scope: str = 'all') -> Tensor:
     """Write argmax-over-``pseudo_classes`` labels into the unlabelled pixels of a label map.
 
     Args:
@@ -77,7 +78,10 @@ def assign_pseudo_labels(gt: Tensor, scores: Tensor, *, pseudo_classes: Sequence
         unlabeled_index: Marker of pixels to label (254).
         ignore_index: Label of pixels without a label (255).
         conf_thresh: If set, pixels whose best score among ``pseudo_classes`` is below it get
-            ``ignore_index`` (official MaskCLIP+: the raw teacher score).
+            ``ignore_index`` (official MaskCLIP+: the raw teacher score, spec §2.2).
+        conf_scope: ``'all'`` (official ``assign_label``: a low-confidence pixel is ignored
+            wherever it is, seen-class GT pixels included) or ``'unlabeled'`` (only pixels that
+            receive a pseudo label; GT pixels are kept).
         writable: Optional ``(B, H, W)`` bool: label these pixels instead of ``gt == unlabeled_index``
             (annotation-free mode without the GT void mask).
 
@@ -99,11 +103,16 @@ def assign_pseudo_labels(gt: Tensor, scores: Tensor, *, pseudo_classes: Sequence
     labels = labels.long()
     index = torch.tensor(ids, dtype=torch.long, device=scores.device)
     best, arg = scores.index_select(1, index).max(dim=1)
-    pseudo = index[arg]
-    if conf_thresh is not None:
-        pseudo = torch.where(best >= conf_thresh, pseudo, torch.full_like(pseudo, ignore_index))
+    if conf_scope not in ('all', 'unlabeled'):
+        raise ValueError(f"conf_scope must be 'all' or 'unlabeled', got {conf_scope!r}")
+    pseudo = index[arg].to(labels.device)
     target = (labels == unlabeled_index) if writable is None else writable.bool()
-    out = torch.where(target, pseudo.to(labels.device), labels)
+    out = torch.where(target, pseudo, labels)
+    if conf_thresh is not None:
+        low = (best < conf_thresh).to(labels.device)
+        if conf_scope == 'unlabeled':
+            low = low & target
+        out = torch.where(low, torch.full_like(out, ignore_index), out)
     out = torch.where(out == unlabeled_index, torch.full_like(out, ignore_index), out)
     return out[:, None] if squeeze else out
 

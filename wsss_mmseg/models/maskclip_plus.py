@@ -32,6 +32,8 @@ __all__ = ['PHASES', 'renormalize', 'text_classifier_logits', 'assign_pseudo_lab
            'TextEmbeddingClassifier', 'ASPPV2Head', 'MaskCLIPPlusSegmentor']
 
 PHASES = ('teacher', 'self')
+#: Pixels a ``conf_thresh`` may ignore: every pixel (official, spec §2.2) or only the pseudo-labelled ones.
+CONF_SCOPES = ('all', 'unlabeled')
 
 
 
@@ -45,10 +47,18 @@ class TextEmbeddingClassifier(nn.Module):
         learn_bg: Add the learnable background class 0.
     """
 
-    def __init__(self, text: Tensor, *, learn_bg: bool = False) -> None:
+    def __init__(self, text: Tensor, *, learn_bg: bool = False, filled: bool = True) -> None:
         super().__init__()
         self.register_buffer('text_embeddings', text.detach().float().clone())
         self.bg_embedding = nn.Parameter(torch.randn(1, text.shape[1]) * 0.02) if learn_bg else None
+        #: whether ``text_embeddings`` holds real embeddings (from the teacher or a checkpoint)
+        self.filled = bool(filled)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D401 - torch hook
+        """A checkpoint that carries the text embeddings fills the classifier (no teacher needed)."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + 'text_embeddings' in state_dict:
+            self.filled = True
 
     @property
     def num_classes(self) -> int:
@@ -93,6 +103,57 @@ def _swaps_channels(preprocessor: nn.Module) -> bool:
         if value is not None:
             return bool(value)
     return False
+
+
+def _teacher_head_classes(teacher_cfg: Mapping[str, Any]) -> Tuple[int, bool]:
+    """``(number of foreground classes, has background words)`` of a teacher config, without
+    building CLIP (the same resolution as ``MaskCLIPHead``: ``classes`` or ``class_table``)."""
+    from ..text import class_names as table_class_names, resolve_background
+    head = dict(teacher_cfg.get('decode_head') or {})
+    classes, table = head.get('classes'), head.get('class_table')
+    if classes is not None:
+        num_fg = len(classes)
+    elif table is not None:
+        num_fg = len(table_class_names(table))
+    else:
+        raise ValueError('teacher.decode_head needs class_table=... and/or classes=[...]')
+    return num_fg, bool(resolve_background(head.get('background'), table=table))
+
+
+def clip_text_width(clip_cfg: Optional[Mapping[str, Any]]) -> int:
+    """Joint-embedding (text) width of a ``build_clip`` config without building the model.
+
+    Named models: open_clip's architecture config; ``model_name=None``: the ``text_projection``
+    of the OpenAI-format file ``pretrained``.
+
+    Args:
+        clip_cfg: ``build_clip`` arguments (defaults: ViT-B-16).
+
+    Returns:
+        The width (512 for ViT-B/16, 1024 for RN50, 768 for RN50x16).
+
+    Raises:
+        ValueError: The width cannot be found (then give ``decode_head.channels``).
+    """
+    from ..clip.factory import DEFAULT_CLIP
+    cfg = dict(DEFAULT_CLIP)
+    cfg.update(clip_cfg or {})
+    name, pretrained = cfg.get('model_name'), cfg.get('pretrained')
+    if name is not None:
+        import open_clip
+        arch = open_clip.get_model_config(str(name))
+        if arch is None or 'embed_dim' not in arch:
+            raise ValueError(f"unknown CLIP model_name {name!r}: cannot derive decode_head.channels; set it")
+        return int(arch['embed_dim'])
+    import os
+    if isinstance(pretrained, (str, os.PathLike)) and os.path.isfile(pretrained):
+        from ..clip.checkpoint import load_checkpoint_file
+        sd = load_checkpoint_file(pretrained, allow_unsafe_pickle=bool(cfg.get('allow_unsafe_pickle', False)))
+        proj = sd.state_dict.get('text_projection')
+        if proj is not None and proj.dim() == 2:
+            return int(proj.shape[1])
+    raise ValueError(f'cannot derive the CLIP text width from clip={dict(cfg)!r} (model_name=None and '
+                     f'pretrained is not a readable OpenAI-format file); set decode_head.channels')
 
 
 def _teacher_classes(student_ids: Sequence[int], *, student_bg: bool, teacher_bg: bool) -> Tuple[List[int], bool]:
@@ -147,28 +208,31 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
     def __init__(self, *, teacher: Mapping[str, Any], decode_head: Mapping[str, Any],
                  pseudo_classes: Optional[Sequence[int]] = None, learn_bg: bool = False,
                  unlabeled_index: int = 254, use_gt_void_mask: bool = True, conf_thresh: Optional[float] = None,
-                 phase: str = 'teacher', auxiliary_head: Optional[Mapping[str, Any]] = None, **kwargs) -> None:
+                 conf_thresh_scope: str = 'all', phase: str = 'teacher',
+                 auxiliary_head: Optional[Mapping[str, Any]] = None, **kwargs) -> None:
         if not isinstance(teacher, Mapping):
             raise ValueError('MaskCLIPPlusSegmentor needs teacher=dict(type=\'MaskCLIPSegmentor\', ...)')
+        if conf_thresh_scope not in CONF_SCOPES:
+            raise ValueError(f'conf_thresh_scope must be one of {CONF_SCOPES}, got {conf_thresh_scope!r}')
         teacher_cfg = dict(teacher)
         teacher_cfg.setdefault('type', 'MaskCLIPSegmentor')
-        teacher_model = MODELS.build(teacher_cfg)
-        thead = teacher_model.decode_head
-        num_fg, teacher_bg = int(thead.num_fg), bool(thead.num_bg)
-        text = thead.text_embeddings[:num_fg].detach().clone()
+        num_fg, teacher_bg = _teacher_head_classes(teacher_cfg)
         num_classes = num_fg + (1 if learn_bg else 0)
         decode_head = dict(decode_head)
         if decode_head.get('num_classes', num_classes) != num_classes:
             raise ValueError(f"decode_head.num_classes={decode_head['num_classes']} but the teacher gives "
                              f'{num_fg} classes{" + learnable background" if learn_bg else ""} = {num_classes}')
         decode_head['num_classes'] = num_classes
+        if decode_head.get('channels') is None:  # derived from the teacher's CLIP (issue #17.6)
+            decode_head['channels'] = clip_text_width(teacher_cfg.get('clip'))
         if auxiliary_head is not None:
             auxiliary_head = dict(auxiliary_head, num_classes=num_classes)
         super().__init__(decode_head=decode_head, auxiliary_head=auxiliary_head, **kwargs)
-        if int(self.decode_head.channels) != int(text.shape[1]):
-            raise ValueError(f'decode_head.channels={self.decode_head.channels} must equal the CLIP text width '
-                             f'{int(text.shape[1])} (the text embeddings are the classifier)')
-        self.decode_head.conv_seg = TextEmbeddingClassifier(text, learn_bg=learn_bg)
+        width = int(self.decode_head.channels)
+        # the classifier is filled from the teacher on first use in training, or by a checkpoint at
+        # test time: testing a trained student never builds the CLIP teacher
+        self.decode_head.conv_seg = TextEmbeddingClassifier(torch.zeros(num_fg, width), learn_bg=learn_bg,
+                                                            filled=False)
         ids = list(range(1 if learn_bg else 0, num_classes)) if pseudo_classes is None \
             else [int(c) for c in pseudo_classes]
         if not ids or len(set(ids)) != len(ids) or min(ids) < 0 or max(ids) >= num_classes:
@@ -181,17 +245,47 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
         self.unlabeled_index = int(unlabeled_index)
         self.use_gt_void_mask = bool(use_gt_void_mask)
         self.conf_thresh = None if conf_thresh is None else float(conf_thresh)
+        self.conf_thresh_scope = conf_thresh_scope
         self.learn_bg = bool(learn_bg)
         self.set_phase(phase)
-        teacher_model.requires_grad_(False)
-        teacher_model.eval()
-        object.__setattr__(self, '_teacher', teacher_model)  # not a submodule: no state_dict, no DDP
+        self._teacher_cfg = teacher_cfg
 
     # -- teacher plumbing
     @property
+    def teacher_built(self) -> bool:
+        """Whether the frozen teacher exists (it is built on first use)."""
+        return self.__dict__.get('_teacher') is not None
+
+    @property
     def teacher(self) -> nn.Module:
-        """The frozen ``MaskCLIPSegmentor`` (outside the module tree)."""
-        return self._teacher
+        """The frozen ``MaskCLIPSegmentor`` (outside the module tree), built on first access."""
+        teacher = self.__dict__.get('_teacher')
+        if teacher is None:
+            teacher = MODELS.build(self._teacher_cfg)
+            thead = teacher.decode_head
+            text = thead.text_embeddings[:int(thead.num_fg)].detach().float()
+            cls = self.decode_head.conv_seg
+            if tuple(text.shape) != tuple(cls.text_embeddings.shape):
+                raise ValueError(f'the teacher gives text embeddings of shape {tuple(text.shape)}, the student '
+                                 f'classifier expects {tuple(cls.text_embeddings.shape)} (decode_head.channels='
+                                 f'{self.decode_head.channels} must equal the CLIP text width {text.shape[1]})')
+            teacher.requires_grad_(False)
+            teacher.eval()
+            try:
+                device = next(self.parameters()).device
+            except StopIteration:  # pragma: no cover - a student always has parameters
+                device = torch.device('cpu')
+            teacher.to(device)
+            object.__setattr__(self, '_teacher', teacher)  # not a submodule: no state_dict, no DDP
+            if not cls.filled:
+                cls.text_embeddings.copy_(text.to(cls.text_embeddings))
+                cls.filled = True
+        return teacher
+
+    def _ensure_classifier(self) -> None:
+        """Fill the text classifier from the teacher unless a checkpoint already did."""
+        if not self.decode_head.conv_seg.filled:
+            self.teacher  # noqa: B018 - builds the teacher and copies its text embeddings
 
     def _apply(self, fn, recurse: bool = True):  # behind .to()/.cuda()/.half()
         """Also move/cast the hidden teacher."""
@@ -208,6 +302,16 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
             teacher.eval()
         return self
 
+    def encode_decode(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
+        """mmseg's ``encode_decode`` with the classifier filled first."""
+        self._ensure_classifier()
+        return super().encode_decode(inputs, batch_img_metas)
+
+    def _forward(self, inputs: Tensor, data_samples: Any = None) -> Tensor:
+        """mmseg's tensor mode with the classifier filled first."""
+        self._ensure_classifier()
+        return super()._forward(inputs, data_samples)
+
     def set_phase(self, phase: str) -> None:
         """Select where the pseudo labels come from: ``'teacher'`` or ``'self'``."""
         if phase not in PHASES:
@@ -216,7 +320,7 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
 
     def teacher_inputs(self, inputs: Tensor) -> Tensor:
         """The student's batch re-normalised with the teacher's mean/std (and channel order)."""
-        sp, tp = self.data_preprocessor, self._teacher.data_preprocessor
+        sp, tp = self.data_preprocessor, self.teacher.data_preprocessor
         normalised = bool(getattr(sp, '_enable_normalize', False))
         return renormalize(inputs, src_mean=sp.mean if normalised else None, src_std=sp.std if normalised else None,
                            dst_mean=tp.mean, dst_std=tp.std,
@@ -231,7 +335,7 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
         prompt denoising / key smoothing on that subset, background words merged by max,
         upsampled to the batch size. Channels that are not pseudo classes are ``-inf``.
         """
-        t = self._teacher
+        t = self.teacher
         head = t.decode_head
         dense, keys = t.extract_feat(self.teacher_inputs(inputs))[:2]
         text = head.text_embeddings
@@ -255,6 +359,27 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
         return out
 
     # -- training
+    def _head_logits(self, x: List[Tensor]) -> Tuple[Tensor, Tensor]:
+        """``(logits for the loss, detached logits without dropout)`` from one head forward.
+
+        The classifier input is captured before the head's dropout (``cls_seg`` = dropout ->
+        ``conv_seg``), so the self-training targets are the deterministic eval-mode prediction of
+        the very same features (with ``dropout_ratio=0``, as the official configs, both coincide).
+        """
+        head = self.decode_head
+        captured: List[Tensor] = []
+        tap = head.dropout if getattr(head, 'dropout', None) is not None else head.conv_seg
+        handle = tap.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        try:
+            seg_logits = head.forward(x)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f'{type(head).__name__}: expected one classifier call per forward, got {len(captured)}')
+        with torch.no_grad():
+            clean = head.conv_seg(captured[0].detach())
+        return seg_logits, clean
+
     def _writable(self, data_samples: List[Any], shape: Tuple[int, int], device: torch.device) -> Tensor:
         mask = torch.zeros((len(data_samples),) + tuple(shape), dtype=torch.bool, device=device)
         for i, sample in enumerate(data_samples):
@@ -264,8 +389,9 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
 
     def loss(self, inputs: Tensor, data_samples: List[Any]) -> Dict[str, Tensor]:
         """Pseudo-label the batch (teacher or self), then the usual decode/auxiliary losses."""
+        self._ensure_classifier()
         x = self.extract_feat(inputs)
-        seg_logits = self.decode_head.forward(x)
+        seg_logits, clean_logits = self._head_logits(x)
         gt = torch.stack([s.gt_sem_seg.data for s in data_samples])  # (B, 1, H, W)
         if gt.shape[-2:] != inputs.shape[-2:]:
             raise ValueError(f'labels {tuple(gt.shape[-2:])} and images {tuple(inputs.shape[-2:])} differ in size')
@@ -273,13 +399,16 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
             scores = self.teacher_scores(inputs)
             thresh = self.conf_thresh
         else:
-            scores = F.interpolate(seg_logits.detach(), size=gt.shape[-2:], mode='bilinear',
+            # the deterministic prediction of this step (no dropout), as the official head's
+            # ``feat.detach()`` taken before its dropout
+            scores = F.interpolate(clean_logits, size=gt.shape[-2:], mode='bilinear',
                                    align_corners=self.decode_head.align_corners)
             thresh = None
         writable = None if self.use_gt_void_mask else self._writable(data_samples, gt.shape[-2:], gt.device)
         new = assign_pseudo_labels(gt, scores.to(gt.device), pseudo_classes=self.pseudo_classes,
                                    unlabeled_index=self.unlabeled_index, ignore_index=self.decode_head.ignore_index,
-                                   conf_thresh=thresh, writable=writable)
+                                   conf_thresh=thresh, writable=writable,
+                                   conf_scope=self.conf_thresh_scope)
         target = (gt[:, 0] == self.unlabeled_index) if writable is None else writable
         for sample, labels in zip(data_samples, new):
             sample.gt_sem_seg.data = labels.to(sample.gt_sem_seg.data.dtype)
