@@ -372,7 +372,7 @@ class PACLHead(BaseDecodeHead):
             as the background score, or None.
         with_bg_class: Prepend a background output class.
         bg_score: Constant background cosine when there are no background prompts.
-        in_channels: Token width D_v of the backbone output.
+        in_channels: Token width D_v of the backbone output (None: the CLIP ViT width, 768 for ViT-B/16).
         in_index: Which backbone output to use.
         hidden_dim: Hidden width of e_v (default E).
         depth: Linear layers in e_v's main branch (paper: 2).
@@ -392,7 +392,8 @@ class PACLHead(BaseDecodeHead):
                  templates: Union[str, Sequence[str]] = 'pacl7',
                  background: Union[None, str, Sequence[str]] = 'clip_es',
                  with_bg_class: bool = True, bg_score: Optional[float] = None,
-                 in_channels: int = 768, in_index: int = 0, hidden_dim: Optional[int] = None, depth: int = 2,
+                 in_channels: Optional[int] = None, in_index: int = 0, hidden_dim: Optional[int] = None,
+                 depth: int = 2,
                  input_norm: str = 'ln_post', init: str = 'clip_proj', pool_temperature: float = 1.0,
                  chunk_size: Optional[int] = 256, score_scale: float = 100.0,
                  loss_decode: Union[dict, Sequence[dict]] = dict(type='PACLMultiLabelLoss'),
@@ -416,6 +417,13 @@ class PACLHead(BaseDecodeHead):
                              'or a constant bg_score')
         embed_dim = int(fg.shape[1])
         num_classes = len(names) + (1 if with_bg_class else 0)
+        visual = model.visual
+        width = int(visual.conv1.out_channels) if hasattr(visual, 'conv1') and hasattr(visual, 'transformer') \
+            else None
+        if in_channels is None:  # derived from the CLIP ViT (issue #17.6)
+            if width is None:
+                raise ValueError('PACLHead: in_channels cannot be derived from a non-ViT CLIP; set in_channels')
+            in_channels = width
         for key in ('num_classes', 'channels', 'init_cfg', 'dropout_ratio'):
             if key in kwargs:
                 raise ValueError(f'PACLHead sets {key} itself (got {key}={kwargs[key]!r})')
@@ -434,9 +442,6 @@ class PACLHead(BaseDecodeHead):
         self._clip = (model,)  # frozen text tower for caption mode; not a submodule (not saved)
         self._clip_model_name = clip_cfg.get('model_name')
 
-        visual = model.visual
-        width = int(visual.conv1.out_channels) if hasattr(visual, 'conv1') and hasattr(visual, 'transformer') \
-            else None
         if input_norm == 'ln_post':
             if width is None:
                 raise ValueError("input_norm='ln_post' needs a ViT CLIP")
@@ -634,11 +639,20 @@ class PACLGenerator:
         return list(self.head.class_names)
 
     def _normalise(self, img: np.ndarray) -> torch.Tensor:
+        """The network input the model's data preprocessor makes of this image.
+
+        mmseg feeds BGR images (``LoadImageFromFile``); the preprocessor swaps them to RGB when
+        ``bgr_to_rgb=True`` and then normalises with mean/std given in *that* order. The generator
+        gets RGB, so it reverses the channels exactly when the preprocessor does not.
+        """
+        from .maskclip_plus import _swaps_channels
         pre = self.model.data_preprocessor
         x = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)
+        if not _swaps_channels(pre):
+            x = x.flip(1)  # the model was trained on BGR tensors
         mean = getattr(pre, 'mean', None)
         std = getattr(pre, 'std', None)
-        if mean is not None and std is not None:
+        if mean is not None and std is not None and bool(getattr(pre, '_enable_normalize', True)):
             x = (x - mean.view(1, -1, 1, 1).to(x)) / std.view(1, -1, 1, 1).to(x)
         return x
 
