@@ -218,10 +218,14 @@ def test_tag_download_failure_says_to_pass_a_path(monkeypatch) -> None:
         raise OSError('Network is unreachable')
 
     monkeypatch.setattr(open_clip.pretrained, 'download_pretrained', unreachable)
+    # the hub answers the connection probe, the download itself fails
+    monkeypatch.setattr('wsss_mmseg.clip.download.hub_offline_reason', lambda cfg: None)
     with pytest.raises(PretrainedDownloadError) as info:
         build_clip('ViT-B-16', 'openai')
     msg = str(info.value)
     assert 'Network is unreachable' in msg and "pretrained='/path/ViT-B-16.pt'" in msg
+    assert 'generator.clip.pretrained=/path/ViT-B-16.pt' in msg  # the default names config keys too
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # one error, no chain
     assert len(calls) == 1 and 'ViT-B-16.pt' in calls[0]['url']
 
 
@@ -232,6 +236,7 @@ def test_tag_uses_downloaded_file(monkeypatch, tmp_path, tiny_model_name) -> Non
     monkeypatch.setattr(open_clip, 'get_pretrained_cfg',
                         lambda name, tag: tag_cfg if (name, tag) == (tiny_model_name, 'mytag') else {})
     monkeypatch.setattr(open_clip.pretrained, 'download_pretrained', lambda cfg, cache_dir=None: path)
+    monkeypatch.setattr('wsss_mmseg.clip.download.hub_offline_reason', lambda cfg: None)
     _assert_same_weights(model, build_clip(tiny_model_name, 'mytag'))
 
 

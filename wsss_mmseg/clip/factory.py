@@ -4,8 +4,9 @@
 
 * ``pretrained=None``: random weights (deterministic, seed 0; for tests);
 * an open_clip pretrained tag (``'openai'``, ``'laion2b_s34b_b88k'``, ...): downloaded
-  through open_clip's hub logic; offline this fails with a message that says how to pass
-  a local file instead;
+  through open_clip's hub logic; offline (a 2.5 s connection probe, or ``HF_HUB_OFFLINE=1``)
+  a cached copy is used, or one error says which config key takes a local file instead
+  (:mod:`wsss_mmseg.clip.download`);
 * a local file (read by :mod:`wsss_mmseg.clip.checkpoint`, never executing pickles by
   default):
 
@@ -38,12 +39,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import open_clip
 import torch
-from open_clip import pretrained as _oc_pretrained
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, convert_to_custom_text_state_dict, \
     convert_weights_to_lp, get_cast_dtype
 from torch import nn
 
 from .checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint_file
+from .download import PretrainedDownloadError, download_weights
 
 __all__ = [
     'PRECISIONS',
@@ -68,10 +69,6 @@ PRECISIONS = ('fp32', 'fp16', 'bf16', 'pure_fp16', 'pure_bf16')
 OPENAI_SCALAR_KEYS = ('input_resolution', 'context_length', 'vocab_size')
 _CHECKPOINT_SUFFIXES = ('.pt', '.pth', '.bin', '.ckpt', '.safetensors', '.pkl', '.tar')
 _RANDOM_INIT_SEED = 0
-
-
-class PretrainedDownloadError(RuntimeError):
-    """Pretrained weights named by a tag could not be downloaded (e.g. no network)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -455,7 +452,7 @@ def _looks_like_path(value: str) -> bool:
 
 
 def _resolve_source(name: Optional[str], pretrained: Optional[PathLike],
-                    cache_dir: Optional[str]) -> _Source:
+                    cache_dir: Optional[str], config_key: Optional[str] = None) -> _Source:
     if pretrained is None:
         return _Source('random')
     value = os.fspath(pretrained)
@@ -471,7 +468,8 @@ def _resolve_source(name: Optional[str], pretrained: Optional[PathLike],
     if name is not None and open_clip.get_pretrained_cfg(name, value):
         return _Source('tag', value, (os.path.abspath(cache_dir) if cache_dir else '',))
     if _looks_like_path(value):
-        raise FileNotFoundError(f"pretrained checkpoint file '{os.path.abspath(expanded)}' does not exist.")
+        where = f'{config_key}: ' if config_key else ''
+        raise FileNotFoundError(f"{where}pretrained checkpoint file '{os.path.abspath(expanded)}' does not exist.")
     if name is None:
         raise ValueError(
             f"pretrained='{value}' is not an existing file, and a pretrained tag needs a model_name "
@@ -482,18 +480,9 @@ def _resolve_source(name: Optional[str], pretrained: Optional[PathLike],
         f'(known tags: {tags}).')
 
 
-def _download(name: str, tag: str, cache_dir: Optional[str]) -> Tuple[str, bool]:
+def _download(name: str, tag: str, cache_dir: Optional[str], config_key: Optional[str]) -> Tuple[str, bool]:
     cfg = open_clip.get_pretrained_cfg(name, tag)
-    hint = (f"Without network access, download the weights elsewhere and pass the local file, e.g. "
-            f"build_clip('{name}', pretrained='/path/{name}.pt') (OpenAI .pt or open_clip checkpoint).")
-    try:
-        path = _oc_pretrained.download_pretrained(cfg, cache_dir=cache_dir)
-    except Exception as exc:
-        raise PretrainedDownloadError(
-            f"could not download the '{tag}' weights of '{name}' ({type(exc).__name__}: {exc}). {hint}"
-        ) from exc
-    if not path or not os.path.isfile(path):
-        raise PretrainedDownloadError(f"no weights file was obtained for '{name}' / '{tag}'. {hint}")
+    path = download_weights(name, tag, cfg, cache_dir=cache_dir, config_key=config_key)
     return path, bool(cfg.get('quick_gelu', False))
 
 
@@ -513,7 +502,8 @@ def clear_clip_cache() -> int:
 
 def build_clip(model_name: Optional[str] = 'ViT-B-16', pretrained: Optional[PathLike] = 'openai', *,
                device: Union[str, torch.device] = 'cpu', precision: str = 'fp32',
-               cache_dir: Optional[str] = None, allow_unsafe_pickle: bool = False) -> nn.Module:
+               cache_dir: Optional[str] = None, allow_unsafe_pickle: bool = False,
+               config_key: Optional[str] = None) -> nn.Module:
     """Build a frozen open_clip CLIP model (eval mode, ``requires_grad=False``).
 
     Results are cached per (model_name, pretrained source incl. file mtime/size, device,
@@ -532,6 +522,10 @@ def build_clip(model_name: Optional[str] = 'ViT-B-16', pretrained: Optional[Path
         cache_dir: Download cache for pretrained tags.
         allow_unsafe_pickle: Allow unpickling files that need arbitrary Python objects
             (arbitrary code execution!). Only for trusted files.
+        config_key: The config key the user sets ``pretrained`` with (e.g.
+            ``'generator.clip.pretrained'``, ``'model.backbone.clip.pretrained'``), named in the
+            errors of a failed download or a missing file; None names ``<section>.clip.pretrained``
+            and the Python call.
 
     Returns:
         The open_clip model (``open_clip.model.CLIP`` or ``CustomTextCLIP``).
@@ -540,7 +534,8 @@ def build_clip(model_name: Optional[str] = 'ViT-B-16', pretrained: Optional[Path
         ValueError: Unknown model name (close matches listed), bad precision, unknown tag,
             or neither model_name nor pretrained given.
         FileNotFoundError: ``pretrained`` looks like a path that does not exist.
-        PretrainedDownloadError: A tag's weights could not be downloaded.
+        PretrainedDownloadError: A tag's weights could not be downloaded (offline: after one
+            connection probe of at most 2.5 s, without open_clip's retries).
         CheckpointMismatchError: The checkpoint does not fit the architecture.
         UnsafeCheckpointError: The checkpoint needs arbitrary code to load.
         CheckpointError: The checkpoint is unreadable or not a CLIP state dict.
@@ -549,7 +544,7 @@ def build_clip(model_name: Optional[str] = 'ViT-B-16', pretrained: Optional[Path
     if precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}.')
     device = torch.device(device)
-    source = _resolve_source(name, pretrained, cache_dir)
+    source = _resolve_source(name, pretrained, cache_dir, config_key)
     if source.kind == 'random' and name is None:
         raise ValueError('build_clip needs a model_name for random weights (pretrained=None).')
     key = (name, source, str(device), precision, bool(allow_unsafe_pickle))
@@ -560,7 +555,7 @@ def build_clip(model_name: Optional[str] = 'ViT-B-16', pretrained: Optional[Path
         model = _create_open_clip(name, precision, quick_gelu=False)
         model.to(device=device)
     elif source.kind == 'tag':
-        path, quick_gelu = _download(name, source.value, cache_dir)
+        path, quick_gelu = _download(name, source.value, cache_dir, config_key)
         model = _model_from_file(name, path, precision=precision, device=device,
                                  allow_unsafe_pickle=allow_unsafe_pickle, quick_gelu=quick_gelu)
     else:

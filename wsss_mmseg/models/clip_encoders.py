@@ -18,11 +18,20 @@ from ..text.encoder import TextEmbeddingCache, class_embeddings
 from ..clip.factory import DEFAULT_CLIP as _DEFAULT_CLIP
 
 
-def build_clip_from_cfg(clip: Optional[dict]) -> torch.nn.Module:
-    """``build_clip(**clip)`` with the plugin's defaults (ViT-B/16, OpenAI weights)."""
+def build_clip_from_cfg(clip: Optional[dict], *, config_key: Optional[str] = None) -> torch.nn.Module:
+    """``build_clip(**clip)`` with the plugin's defaults (ViT-B/16, OpenAI weights).
+
+    Args:
+        clip: The ``clip=dict(model_name=..., pretrained=...)`` block (None: the defaults).
+        config_key: Config key of its ``pretrained`` entry, named when the weights cannot be had
+            (e.g. ``'model.backbone.clip.pretrained'``).
+
+    Returns:
+        The frozen open_clip model.
+    """
     cfg = dict(_DEFAULT_CLIP)
     cfg.update(clip or {})
-    return build_clip(**cfg)
+    return build_clip(config_key=config_key, **cfg)
 
 
 def _is_vit(visual: torch.nn.Module) -> bool:
@@ -55,7 +64,8 @@ class FrozenCLIPImageEncoder(BaseModule):
                  out_dense: bool = False, pos_interp: str = 'bicubic',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        model = build_clip_from_cfg(clip)
+        # an mmseg backbone: the key the user overrides is model.backbone.clip.pretrained
+        model = build_clip_from_cfg(clip, config_key='model.backbone.clip.pretrained')
         visual = model.visual
         self.is_vit = _is_vit(visual)
         if self.is_vit:
