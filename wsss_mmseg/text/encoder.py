@@ -1,4 +1,4 @@
-"""Text embeddings of class prompts with an in-memory / on-disk cache.
+"""Text embeddings of class prompts, optionally cached on disk (:mod:`.feature_cache`).
 
 The recipe (CLIP-ES ``zeroshot_classifier`` and MaskCLIP ``prompt_engineering``):
 for each class, encode every template sentence, L2-normalise each row, average
@@ -12,21 +12,15 @@ Nothing here depends on the CLIP factory of this package: any ``model`` with
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-import tempfile
-import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import vocab
+from .feature_cache import (CacheKey, CacheSpec, TextEmbeddingCache, cache_key_parts,  # noqa: F401
+                            resolve_text_cache, weights_fingerprint)
 from .prompts import apply_synonyms, build_prompts, expand_synonyms
 
 #: Identifies the embedding recipe inside cache keys; bump when it changes.
@@ -171,242 +165,6 @@ def encode_class_texts(model: Any, tokenizer: Tokenizer,
     return out
 
 
-def weights_fingerprint(model: nn.Module) -> str:
-    """SHA-256 over the text tower's weights (everything but the vision tower).
-
-    Entries of ``model.state_dict()`` are hashed in sorted-name order (name,
-    dtype, shape, raw bytes), skipping any whose dotted name contains a
-    ``visual`` component and the ``logit_scale``/``logit_bias`` scalars, which do
-    not influence ``encode_text``. Roughly 0.3 s for the ViT-B/16 text tower.
-
-    Args:
-        model: The CLIP module.
-
-    Returns:
-        Hex digest.
-
-    Raises:
-        ValueError: ``model`` has no (text) tensors to hash.
-    """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f'weights_fingerprint needs an nn.Module, got {type(model).__name__}; '
-                         'pass an explicit fingerprint string instead')
-    h = hashlib.sha256()
-    n = 0
-    state = model.state_dict()
-    for name in sorted(state):
-        parts = name.split('.')
-        if 'visual' in parts or parts[-1] in ('logit_scale', 'logit_bias'):
-            continue
-        t = state[name]
-        if not isinstance(t, torch.Tensor):
-            continue
-        t = t.detach().to('cpu').contiguous()
-        h.update(f'{name}|{t.dtype}|{tuple(t.shape)}|'.encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        n += 1
-    if n == 0:
-        raise ValueError(f'{type(model).__name__} has no text-tower tensors to fingerprint')
-    return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class CacheKey:
-    """Key of one cached embedding matrix.
-
-    Attributes:
-        payload: Canonical JSON of (recipe, model name, weights fingerprint, prompts).
-        digest: SHA-256 hex of ``payload`` (also the on-disk file stem).
-        num_rows: Number of classes (rows) the cached matrix must have.
-    """
-
-    payload: str
-    digest: str
-    num_rows: int
-
-
-class TextEmbeddingCache:
-    """Cache of class text embeddings keyed by model name, weights fingerprint and prompts.
-
-    Entries live in memory and, if ``directory`` is given, also on disk as
-    ``<directory>/<sha256(key)>.pt`` (written to a temporary file in the same
-    directory, fsynced, then ``os.replace``-d into place, so readers never see a
-    partial file). A disk file that cannot be read, belongs to another key or has
-    a wrong shape/dtype/non-finite values is ignored (with a ``RuntimeWarning``)
-    and rewritten on the next :meth:`put`. Returned tensors are CPU clones, so
-    callers cannot alter the cache.
-
-    Args:
-        directory: Optional cache directory (created on first write).
-        max_items: Optional bound on in-memory entries (least recently used
-            are dropped); ``None`` = unbounded.
-    """
-
-    FORMAT = 1
-
-    def __init__(self, directory: Union[str, os.PathLike, None] = None, *,
-                 max_items: Optional[int] = None) -> None:
-        if max_items is not None and (not isinstance(max_items, int) or max_items <= 0):
-            raise ValueError(f'max_items must be a positive int or None, got {max_items!r}')
-        self.directory: Optional[Path] = Path(directory) if directory is not None else None
-        if self.directory is not None and self.directory.exists() and not self.directory.is_dir():
-            raise ValueError(f'cache directory {self.directory} exists and is not a directory')
-        self.max_items = max_items
-        self._memory: 'OrderedDict[str, Tuple[str, torch.Tensor]]' = OrderedDict()
-        self.hits = 0
-        self.disk_hits = 0
-        self.misses = 0
-
-    @staticmethod
-    def make_key(*, model_name: str, fingerprint: str,
-                 prompts_per_class: Sequence[Sequence[str]],
-                 extra: Optional[Mapping[str, Any]] = None) -> CacheKey:
-        """Build the key of one embedding matrix.
-
-        Args:
-            model_name: Model identifier (e.g. ``'ViT-B-16'``); should also imply the
-                tokenizer.
-            fingerprint: Weights fingerprint (see :func:`weights_fingerprint`) or any
-                string that identifies the weights.
-            prompts_per_class: The exact sentences of every class.
-            extra: Further JSON-serialisable settings that influence the values
-                (e.g. the batching of :func:`encode_class_texts`).
-
-        Returns:
-            The key.
-
-        Raises:
-            ValueError: Empty model name/fingerprint, malformed prompts or a
-                non-serialisable ``extra``.
-        """
-        for what, v in (('model_name', model_name), ('fingerprint', fingerprint)):
-            if not isinstance(v, str) or not v:
-                raise ValueError(f'{what} must be a non-empty string, got {v!r}')
-        prompts = _check_prompts(prompts_per_class)
-        try:
-            payload = json.dumps({'recipe': RECIPE, 'model': model_name, 'weights': fingerprint,
-                                  'prompts': prompts, 'extra': dict(extra or {})},
-                                 ensure_ascii=False, sort_keys=True, separators=(',', ':'))
-        except TypeError as e:
-            raise ValueError(f'cache key extra={extra!r} is not JSON-serialisable ({e})') from e
-        return CacheKey(payload=payload,
-                        digest=hashlib.sha256(payload.encode('utf-8')).hexdigest(),
-                        num_rows=len(prompts))
-
-    def path_for(self, key: CacheKey) -> Optional[Path]:
-        """On-disk location of ``key`` (``None`` without a directory)."""
-        return None if self.directory is None else self.directory / f'{key.digest}.pt'
-
-    def _valid(self, key: CacheKey, value: Any) -> bool:
-        return (isinstance(value, torch.Tensor) and value.dtype == torch.float32
-                and value.dim() == 2 and value.shape[0] == key.num_rows and value.shape[1] > 0
-                and bool(torch.isfinite(value).all()))
-
-    def _remember(self, key: CacheKey, value: torch.Tensor) -> None:
-        self._memory[key.digest] = (key.payload, value)
-        self._memory.move_to_end(key.digest)
-        if self.max_items is not None:
-            while len(self._memory) > self.max_items:
-                self._memory.popitem(last=False)
-
-    def _read_disk(self, key: CacheKey) -> Optional[torch.Tensor]:
-        path = self.path_for(key)
-        if path is None or not path.is_file():
-            return None
-        try:
-            obj = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as e:  # any unreadable/corrupt file is simply not trusted
-            warnings.warn(f'ignoring unreadable text-embedding cache file {path}: {e!r}',
-                          RuntimeWarning, stacklevel=3)
-            return None
-        if not (isinstance(obj, dict) and obj.get('format') == self.FORMAT
-                and obj.get('key') == key.payload and self._valid(key, obj.get('embeddings'))):
-            warnings.warn(f'ignoring text-embedding cache file {path}: its content does not '
-                          'match the requested key/shape', RuntimeWarning, stacklevel=3)
-            return None
-        return obj['embeddings']
-
-    def get(self, key: CacheKey) -> Optional[torch.Tensor]:
-        """Look ``key`` up in memory, then on disk.
-
-        Args:
-            key: From :meth:`make_key`.
-
-        Returns:
-            A CPU float32 clone of the cached ``(C, E)`` matrix, or ``None``.
-        """
-        entry = self._memory.get(key.digest)
-        if entry is not None and entry[0] == key.payload:
-            self._memory.move_to_end(key.digest)
-            self.hits += 1
-            return entry[1].clone()
-        value = self._read_disk(key)
-        if value is None:
-            self.misses += 1
-            return None
-        self.disk_hits += 1
-        self._remember(key, value.clone())
-        return value.clone()
-
-    def put(self, key: CacheKey, value: torch.Tensor) -> None:
-        """Store ``value`` under ``key`` in memory and (atomically) on disk.
-
-        Args:
-            key: From :meth:`make_key`.
-            value: ``(C, E)`` float32 finite tensor with ``C == key.num_rows``.
-
-        Raises:
-            ValueError: ``value`` does not fit the key.
-        """
-        if not isinstance(value, torch.Tensor) or value.dtype != torch.float32:
-            raise ValueError('cache values must be float32 tensors, got '
-                             f'{getattr(value, "dtype", type(value).__name__)}')
-        stored = value.detach().to('cpu').clone().contiguous()
-        if not self._valid(key, stored):
-            raise ValueError(f'cache value of shape {tuple(value.shape)} does not fit a key with '
-                             f'{key.num_rows} rows (or contains non-finite values)')
-        self._remember(key, stored)
-        path = self.path_for(key)
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{key.digest}.', suffix='.tmp', dir=path.parent)
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                torch.save({'format': self.FORMAT, 'key': key.payload, 'embeddings': stored}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def get_or_compute(self, key: CacheKey, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """Return the cached matrix or compute, store and return it.
-
-        Args:
-            key: From :meth:`make_key`.
-            compute: Called only on a miss; must return the ``(C, E)`` float32 matrix.
-
-        Returns:
-            CPU float32 ``(C, E)`` tensor.
-        """
-        hit = self.get(key)
-        if hit is not None:
-            return hit
-        value = compute()
-        self.put(key, value)
-        return value.detach().to('cpu').clone()
-
-    def clear_memory(self) -> None:
-        """Drop all in-memory entries (disk files are kept)."""
-        self._memory.clear()
-
-    def __len__(self) -> int:
-        return len(self._memory)
-
-
 # --------------------------------------------------------------------------------------
 # convenience layer: class names / synonyms / templates / background -> embeddings
 # --------------------------------------------------------------------------------------
@@ -507,39 +265,53 @@ def resolve_background(background: BackgroundSpec, *, table: Optional[str]) -> L
     return list(background)
 
 
+@dataclass(frozen=True)
+class _CachePlan:
+    """Where one ``class_embeddings`` call caches and the key fields shared by its calls."""
+
+    cache: Optional[TextEmbeddingCache]
+    model_name: str = ''
+    weights: str = ''
+    extra: Optional[Mapping[str, Any]] = None
+
+
+def _plan_cache(model: Any, tokenizer: Tokenizer, *, cache: CacheSpec, weights_id: Optional[str],
+                fingerprint: Optional[str], model_name: Optional[str],
+                device: torch.device) -> _CachePlan:
+    """Resolve the cache and compute the key fields once (shared by fg and bg keys)."""
+    if isinstance(cache, Mapping):
+        raise ValueError(f'cache must be a TextEmbeddingCache, a folder, True/False or '
+                         f"'auto', got {type(cache).__name__}")
+    if weights_id is not None and (not isinstance(weights_id, str) or not weights_id):
+        raise ValueError(f'weights_id must be a non-empty string from weights_content_id, '
+                         f'got {weights_id!r}')
+    store = resolve_text_cache(cache, weights_id)
+    if store is None:
+        return _CachePlan(None)
+    weights, extra = cache_key_parts(model, tokenizer, weights_id, fingerprint, device)
+    return _CachePlan(store, model_name or type(model).__qualname__, weights, extra)
+
+
 def _encode_cached(model: Any, tokenizer: Tokenizer, prompts: List[List[str]], *,
-                   cache: Optional[TextEmbeddingCache], model_name: Optional[str],
-                   fingerprint: Optional[str], batch_size: int, group_by_class: bool,
-                   device: DeviceLike) -> torch.Tensor:
-    dev = torch.device(device) if device is not None else _model_device(model)
+                   plan: _CachePlan, batch_size: int, group_by_class: bool,
+                   device: torch.device) -> torch.Tensor:
 
     def compute() -> torch.Tensor:
         return encode_class_texts(model, tokenizer, prompts, batch_size=batch_size,
-                                  group_by_class=group_by_class, device=dev)
+                                  group_by_class=group_by_class, device=device)
 
-    if cache is None:
+    if plan.cache is None:
         return compute()
     key = TextEmbeddingCache.make_key(
-        model_name=model_name or type(model).__qualname__,
-        fingerprint=fingerprint if fingerprint is not None else weights_fingerprint(model),
-        prompts_per_class=prompts,
-        extra={'batch_size': batch_size, 'group_by_class': bool(group_by_class)})
-    return cache.get_or_compute(key, compute).to(dev)
-
-
-def _prepare(model: Any, cache: Optional[TextEmbeddingCache],
-             fingerprint: Optional[str]) -> Optional[str]:
-    if cache is not None and not isinstance(cache, TextEmbeddingCache):
-        raise ValueError(f'cache must be a TextEmbeddingCache or None, got {type(cache).__name__}')
-    if cache is not None and fingerprint is None:
-        return weights_fingerprint(model)  # once per call, shared by fg and bg keys
-    return fingerprint
+        model_name=plan.model_name, fingerprint=plan.weights, prompts_per_class=prompts,
+        extra=dict(plan.extra or {}, batch_size=batch_size, group_by_class=bool(group_by_class)))
+    return plan.cache.get_or_compute(key, compute).to(device)
 
 
 def class_embeddings(model: Any, tokenizer: Tokenizer, *, classes: ClassSpec = None,
                      table: Optional[str] = None, synonyms: SynonymSpec = None,
                      templates: TemplateSpec = 'clip_es', background: BackgroundSpec = None,
-                     cache: Optional[TextEmbeddingCache] = None,
+                     cache: CacheSpec = 'auto', weights_id: Optional[str] = None,
                      model_name: Optional[str] = None, fingerprint: Optional[str] = None,
                      batch_size: int = 256, group_by_class: bool = True,
                      device: DeviceLike = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -560,11 +332,23 @@ def class_embeddings(model: Any, tokenizer: Tokenizer, *, classes: ClassSpec = N
             string is inserted into each template as one sentence.
         templates: Template-set name or explicit list.
         background: ``None``, set name/alias (``'clip_es'``) or list of words.
-        cache: Optional :class:`TextEmbeddingCache`.
+        cache: ``'auto'`` (default) -- the on-disk cache in
+            :func:`~wsss_mmseg.text.feature_cache.default_text_cache_dir` when
+            ``weights_id`` names file or tag weights, none otherwise (random or
+            unidentified weights); ``True`` -- that cache whatever the weights (random
+            weights are keyed by a hash of their tensors); ``False``/``None`` -- no
+            cache; a folder path; or a :class:`TextEmbeddingCache`. Results are
+            bit-identical with and without the cache (see
+            :mod:`wsss_mmseg.text.feature_cache` for the key).
+        weights_id: Identity of the model's weights,
+            ``wsss_mmseg.clip.weights_id.weights_content_id(pretrained, model_name)``
+            for the ``pretrained`` the model was built from. It must describe ``model``:
+            the cache trusts it instead of hashing the tensors.
         model_name: Model name for the cache key (default: the model's class name;
-            the weights fingerprint still distinguishes checkpoints).
-        fingerprint: Explicit weights fingerprint (default: :func:`weights_fingerprint`,
-            only computed when a cache is used).
+            the weights identity still distinguishes checkpoints).
+        fingerprint: Explicit weights string for the cache key; overrides ``weights_id``
+            (default: ``weights_id`` for file/tag weights, else
+            :func:`weights_fingerprint`, only computed when a cache is used).
         batch_size: Maximum sentences per ``encode_text`` call.
         group_by_class: See :func:`encode_class_texts`.
         device: Device for tokens and results (default: the model's).
@@ -573,12 +357,13 @@ def class_embeddings(model: Any, tokenizer: Tokenizer, *, classes: ClassSpec = N
         ``fg (C, E)`` and ``bg (M, E)`` float32 unit-norm rows; ``bg`` has ``M = 0``
         rows when ``background`` is ``None``.
     """
-    fingerprint = _prepare(model, cache, fingerprint)
     texts = resolve_class_texts(classes=classes, table=table, synonyms=synonyms)
     tmpls = resolve_templates(templates)
     bg_words = resolve_background(background, table=table)
-    common = dict(cache=cache, model_name=model_name, fingerprint=fingerprint,
-                  batch_size=batch_size, group_by_class=group_by_class, device=device)
+    dev = torch.device(device) if device is not None else _model_device(model)
+    plan = _plan_cache(model, tokenizer, cache=cache, weights_id=weights_id,
+                       fingerprint=fingerprint, model_name=model_name, device=dev)
+    common = dict(plan=plan, batch_size=batch_size, group_by_class=group_by_class, device=dev)
     fg = _encode_cached(model, tokenizer, build_prompts(texts, tmpls), **common)
     if bg_words:
         bg = _encode_cached(model, tokenizer, build_prompts(bg_words, tmpls), **common)
@@ -591,7 +376,7 @@ def synonym_row_embeddings(model: Any, tokenizer: Tokenizer, *, classes: ClassSp
                            table: Optional[str] = None, synonyms: SynonymSpec = None,
                            templates: TemplateSpec = 'openai80',
                            background: BackgroundSpec = None,
-                           cache: Optional[TextEmbeddingCache] = None,
+                           cache: CacheSpec = 'auto', weights_id: Optional[str] = None,
                            model_name: Optional[str] = None, fingerprint: Optional[str] = None,
                            sep: str = ',', batch_size: int = 256, group_by_class: bool = True,
                            device: DeviceLike = None,
@@ -611,7 +396,8 @@ def synonym_row_embeddings(model: Any, tokenizer: Tokenizer, *, classes: ClassSp
         synonyms: As in :func:`class_embeddings`.
         templates: Template-set name or list (SCLIP uses ``'openai80'``).
         background: As in :func:`class_embeddings` (one row per word).
-        cache: Optional :class:`TextEmbeddingCache`.
+        cache: See :func:`class_embeddings`.
+        weights_id: See :func:`class_embeddings`.
         model_name: See :func:`class_embeddings`.
         fingerprint: See :func:`class_embeddings`.
         sep: Synonym separator.
@@ -622,13 +408,14 @@ def synonym_row_embeddings(model: Any, tokenizer: Tokenizer, *, classes: ClassSp
     Returns:
         ``rows (R, E)``, ``row_to_class (R,)`` long tensor, ``bg (M, E)``.
     """
-    fingerprint = _prepare(model, cache, fingerprint)
     texts = resolve_class_texts(classes=classes, table=table, synonyms=synonyms)
     expansion = expand_synonyms(texts, sep=sep)
     tmpls = resolve_templates(templates)
     bg_words = resolve_background(background, table=table)
-    common = dict(cache=cache, model_name=model_name, fingerprint=fingerprint,
-                  batch_size=batch_size, group_by_class=group_by_class, device=device)
+    dev = torch.device(device) if device is not None else _model_device(model)
+    plan = _plan_cache(model, tokenizer, cache=cache, weights_id=weights_id,
+                       fingerprint=fingerprint, model_name=model_name, device=dev)
+    common = dict(plan=plan, batch_size=batch_size, group_by_class=group_by_class, device=dev)
     rows = _encode_cached(model, tokenizer, build_prompts(expansion.texts, tmpls), **common)
     if bg_words:
         bg = _encode_cached(model, tokenizer, build_prompts(bg_words, tmpls), **common)
