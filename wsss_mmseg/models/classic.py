@@ -43,7 +43,8 @@ from ..classic.cam import (class_activation_maps, feature_affinity, grad_cam, md
                            multi_scale_flip_maps, normalize_maps)
 from ..classic.metrics import multilabel_scores
 from ..classic.mixup import mixup, sample_mixup_lambda
-from ..classic.seam import equivariance_loss, rescale_maps
+from ..classic.seam import equivariance_loss, rescale_maps  # noqa: F401  (public re-exports)
+from .seam import SEAMLoss, SEAMPCM  # noqa: F401  (SEAM lives in models/seam.py)
 from .generators import resolve_device
 
 __all__ = ['MultiLabelClsHead', 'MDCHead', 'MultiLabelClassifier', 'SEAMLoss',
@@ -168,42 +169,6 @@ class MDCHead(MultiLabelClsHead):
         return mdc_fuse(self._branch_maps(feats, bias=False))
 
 
-@MODELS.register_module()
-class SEAMLoss(nn.Module):
-    """SEAM equivariant regularisation between CAMs of an image and of its scaled copy.
-
-    ``loss_weight * mean |N(A(T(I))) - T(N(A(I)))|`` where ``N`` is ReLU +
-    division by the per-map maximum and ``T`` bilinear down-scaling by ``scale``.
-
-    Args:
-        scale: Down-scaling factor of the second view (SEAM: 0.3).
-        loss_weight: Loss weight.
-        normalize: Normalise the CAMs (ReLU / max) before comparing.
-    """
-
-    def __init__(self, scale: float = 0.3, loss_weight: float = 1.0,
-                 normalize: bool = True) -> None:
-        super().__init__()
-        if not 0 < scale < 1:
-            raise ValueError(f'SEAMLoss scale must be in (0, 1), got {scale}')
-        self.scale = float(scale)
-        self.loss_weight = float(loss_weight)
-        self.normalize = bool(normalize)
-
-    def transform(self, images: Tensor) -> Tensor:
-        """``T``: down-scale a ``(B, C, H, W)`` batch by :attr:`scale`."""
-        h, w = images.shape[2:]
-        size = (max(1, int(round(h * self.scale))), max(1, int(round(w * self.scale))))
-        return rescale_maps(images, size=size)
-
-    def forward(self, cam_original: Tensor, cam_transformed: Tensor) -> Tensor:
-        """Loss between ``A(I)`` ``(B, K, h, w)`` and ``A(T(I))`` ``(B, K, h', w')``."""
-        if self.normalize:
-            cam_original = normalize_maps(cam_original)
-            cam_transformed = normalize_maps(cam_transformed)
-        return self.loss_weight * equivariance_loss(cam_original, cam_transformed)
-
-
 def _label_vectors(data_samples: Sequence[Any]) -> Tensor:
     vecs = []
     for i, s in enumerate(data_samples):
@@ -227,9 +192,9 @@ class MultiLabelClassifier(BaseSegmentor):
         backbone: Backbone config (e.g. ``ResNetV1c``).
         cls_head: Head config (``MultiLabelClsHead`` or ``MDCHead``).
         neck: Optional neck config.
-        equivariance: Optional ``SEAMLoss`` config: also forward the down-scaled
-            batch, add its BCE (``loss_cls_scaled``) and the equivariance loss
-            (``loss_er``).
+        equivariance: Optional ``SEAMLoss`` config (:mod:`wsss_mmseg.models.seam`): SEAM's
+            two views, averaged BCE (``loss_cls`` + ``loss_cls_scaled``), ER (``loss_er``)
+            and, with its ``pcm``, ECR (``loss_ecr``, ``loss_rvmin``).
         data_preprocessor: Data preprocessor config.
         train_cfg: Unused (mmseg signature).
         test_cfg: Unused (mmseg signature).
@@ -273,14 +238,9 @@ class MultiLabelClassifier(BaseSegmentor):
     def loss(self, inputs: Tensor, data_samples: Sequence[Any]) -> Dict[str, Tensor]:
         """BCE on the label vectors (+ SEAM losses when configured)."""
         targets = _label_vectors(data_samples).to(inputs.device)
-        feats = self.extract_feat(inputs)
-        losses = self.cls_head.loss(feats, targets)
-        if self.equivariance is not None:
-            feats_t = self.extract_feat(self.equivariance.transform(inputs))
-            losses['loss_cls_scaled'] = self.cls_head.loss(feats_t, targets)['loss_cls']
-            losses['loss_er'] = self.equivariance(self.cls_head.class_maps(feats),
-                                                  self.cls_head.class_maps(feats_t))
-        return losses
+        if self.equivariance is not None:  # SEAM: both views, averaged BCE, ER (+ PCM/ECR)
+            return self.equivariance.siamese_losses(self, inputs, targets)
+        return self.cls_head.loss(self.extract_feat(inputs), targets)
 
     def predict(self, inputs: Tensor, data_samples: Optional[Sequence[Any]] = None) -> List[Any]:
         """Sigmoid label scores in ``pred_multilabel_score`` of each data sample."""
