@@ -139,7 +139,7 @@ def test_sweep_matches_per_threshold_rederivation():
 
 def test_sweep_agrees_with_pseudo_mask_evaluator():
     """The engine's evaluator is an independent implementation of the same 'conf>=μ' variant."""
-    from wsss_mmseg.evaluation.pseudo_eval import PseudoMaskEvaluator
+    from wsss_mmseg.evaluation import PseudoMaskEvaluator
     rng = np.random.default_rng(5)
     ev = PseudoMaskEvaluator(num_classes=5, conf_thresholds=[0.5, 0.95])
     st = ReportStatistics(num_classes=5, num_bins=100)

@@ -324,6 +324,10 @@ def write_report(work_dir: PathLike, out_dir: Optional[PathLike] = None, *,
     failures = wd.failures
     fail_rows = [(f.get('id'), f.get('img_path'), f.get('stage'), f.get('reason'))
                  for f in failures]
+    eval_fails = wd.summary.get('evaluation_failures')
+    if isinstance(eval_fails, list):  # written by newer jobs: GT/mask pairs not compared
+        fail_rows += [(f.get('id'), f.get('gt_path'), 'evaluation', f.get('reason'))
+                      for f in eval_fails if isinstance(f, dict)]
     fail_rows += [(i, None, 'report', r) for i, r in unreadable]
     failed_html = (render.table(['id', 'image', 'stage', 'error'], fail_rows, numeric_from=99)
                    if fail_rows else '<p>None.</p>')

@@ -17,13 +17,13 @@ integer ``q`` (16-bit PNG). With ``B`` bins, the pixel goes to bin
 ``b = floor(q * B / 65535)`` (integer arithmetic, so ``b == B`` only for
 ``q == 65535``). A pixel survives the threshold ``μ_j = j / B`` ("confidence
 below μ is ignored", the CGL rule of the CLIP-ES spec §8 and of
-:mod:`wsss_mmseg.evaluation.pseudo_eval`) exactly when ``q / 65535 >= j / B``,
+:mod:`wsss_mmseg.evaluation`) exactly when ``q / 65535 >= j / B``,
 i.e. ``q * B >= j * 65535``, i.e. ``b >= j``. Hence the confusion matrix of
 the variant ``conf >= μ_j`` is ``joint[j:].sum(0)`` — exact, with no per-μ pass
 over the images — and the labelled-pixel coverage at ``μ_j`` is
 ``labelled[j:].sum() / total_pixels``.
 
-Scores follow :func:`wsss_mmseg.evaluation.pseudo_eval.scores_from_confusion`
+Scores follow :func:`wsss_mmseg.evaluation.scores_from_confusion`
 (the official CLIP-ES convention: IoU per class, mIoU over the classes present
 in the GT, pixels that the pseudo mask marks 255 left out of the matrix).
 
@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from wsss_mmseg.evaluation.pseudo_eval import scores_from_confusion
+from wsss_mmseg.evaluation import scores_from_confusion
 
 __all__ = ['CONF_LEVELS', 'ReportStatistics', 'confidence_bins', 'image_record',
            'sweep_from_joint']
