@@ -384,6 +384,9 @@ def classifier_cams(model: nn.Module, x: Tensor, label_ids: Sequence[int], *,
     if method == 'cam':
         def map_fn(batch: Tensor) -> Tensor:
             with torch.no_grad():
+                if getattr(model.cls_head, 'uses_labels', False):  # e.g. ACoLHead
+                    return model.cls_head.class_maps(model.extract_feat(batch),
+                                                     classes=labels)[:, labels]
                 return model.class_maps(batch)[:, labels]
     elif method == 'gradcam':
         if not target_layer:
