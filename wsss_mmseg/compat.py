@@ -30,17 +30,39 @@ Fixes:
     Together with :class:`wsss_mmseg.models.wrappers.CPUCompatibleDDP` (which drops
     ``device_ids`` for CPU modules) this makes 2-process CPU training work.
 
+``msda_warning``
+    mmcv's ``cnn/bricks/transformer.py`` warns ``Fail to import
+    ``MultiScaleDeformableAttention`` from ``mmcv.ops.multi_scale_deform_attn`` ...``
+    on every import of mmseg's models where mmcv has no compiled ops (mmcv-lite;
+    both stacks). Where the ``mmcv_ops`` shim is active, a warnings filter ignores
+    exactly that message from exactly that module (any other warning, and that
+    message from anywhere else, still shows).
+``onedl_message``
+    onedl-mmsegmentation's ``mmseg/datasets/__init__.py`` and
+    ``datasets/transforms/__init__.py`` try optional OneDL modules and, where their
+    dependency is missing, call ``print_log('Could not import OneDL',
+    level=logging.DEBUG)`` without a logger -- which *prints* the debug message to
+    stdout, twice per process. Where mmseg ships those optional modules and
+    ``mmseg.datasets`` is not imported yet, ``mmseg.datasets`` is imported here with
+    ``mmengine.logging.print_log`` temporarily wrapped: that one message (logger
+    ``None``, level ``DEBUG``) goes to ``logging.getLogger('mmseg')`` at DEBUG level
+    (visible with debug logging) instead of stdout; every other call is passed on,
+    and the wrapper is removed afterwards. Import errors are not caught.
+
 ``applied()`` reports which fixes are active; ``python -m wsss_mmseg`` prints it.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 import types
-from typing import Callable, Dict, List
+import warnings
+from typing import Callable, Dict, Iterator, List
 
 _APPLIED: Dict[str, str] = {}
 
@@ -218,9 +240,94 @@ def _fix_cpu_dist() -> None:
                             'and uses gloo')
 
 
+# --------------------------------------------------------------------------- quiet console
+#: The mmcv-lite warning silenced by ``msda_warning`` (regex, matched at the message start).
+MSDA_WARNING_REGEX = (r'Fail to import ``MultiScaleDeformableAttention`` from '
+                      r'``mmcv\.ops\.multi_scale_deform_attn``')
+#: The module that issues it.
+MSDA_WARNING_MODULE = r'mmcv\.cnn\.bricks\.transformer\Z'
+#: The message printed by onedl-mmsegmentation, routed to DEBUG logging by ``onedl_message``.
+ONEDL_IMPORT_MESSAGE = 'Could not import OneDL'
+#: Files of onedl-mmsegmentation whose failed optional import prints that message.
+_ONEDL_OPTIONAL_MODULES = (('datasets', 'onedl.py'), ('datasets', 'transforms', 'loading_onedl.py'))
+
+
+def _fix_msda_warning() -> None:
+    if 'mmcv_ops' not in _APPLIED:  # full mmcv imports the op: no warning
+        return
+    warnings.filterwarnings('ignore', message=MSDA_WARNING_REGEX, category=UserWarning,
+                            module=MSDA_WARNING_MODULE)
+    _APPLIED['msda_warning'] = ('mmcv has no compiled ops: mmcv\'s warning that '
+                                'MultiScaleDeformableAttention cannot be imported is ignored')
+
+
+def onedl_message_expected() -> bool:
+    """True where importing ``mmseg.datasets`` would print 'Could not import OneDL'.
+
+    That is: mmseg ships the optional OneDL modules (onedl-mmsegmentation) and
+    ``mmseg.datasets`` has not been imported yet in this process.
+    """
+    if 'mmseg.datasets' in sys.modules:
+        return False
+    spec = importlib.util.find_spec('mmseg')  # top-level: imports nothing
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    root = list(spec.submodule_search_locations)[0]
+    return any(os.path.isfile(os.path.join(root, *parts)) for parts in _ONEDL_OPTIONAL_MODULES)
+
+
+def quiet_print_log(original: Callable) -> Callable:
+    """``print_log`` that sends only the 'Could not import OneDL' debug print to logging.
+
+    Args:
+        original: mmengine's ``print_log``.
+
+    Returns:
+        A wrapper: ``print_log(ONEDL_IMPORT_MESSAGE, level=logging.DEBUG)`` without a
+        logger goes to ``logging.getLogger('mmseg').debug`` (and is counted in
+        ``wrapper.routed``); every other call goes to ``original`` unchanged.
+    """
+
+    @functools.wraps(original)
+    def print_log(msg, logger=None, level=logging.INFO):
+        if logger is None and level == logging.DEBUG and msg == ONEDL_IMPORT_MESSAGE:
+            print_log.routed += 1
+            logging.getLogger('mmseg').debug(msg)
+            return None
+        return original(msg, logger=logger, level=level)
+
+    print_log.routed = 0
+    return print_log
+
+
+@contextlib.contextmanager
+def _print_log_wrapped() -> Iterator[Callable]:
+    import mmengine.logging as mme_logging
+    original = mme_logging.print_log
+    quiet = quiet_print_log(original)
+    mme_logging.print_log = quiet
+    try:
+        yield quiet
+    finally:
+        mme_logging.print_log = original
+
+
+def _fix_onedl_message() -> None:
+    if importlib.util.find_spec('mmengine') is None or not onedl_message_expected():
+        return
+    with _print_log_wrapped() as quiet:
+        importlib.import_module('mmseg.datasets')
+    if quiet.routed:
+        _APPLIED['onedl_message'] = ("mmseg's optional OneDL modules are not importable: its "
+                                     "'Could not import OneDL' debug print goes to the 'mmseg' "
+                                     'logger at DEBUG level instead of stdout')
+
+
 def apply() -> Dict[str, str]:
     """Apply every fix whose condition holds; idempotent. Returns :func:`applied`."""
     _fix_mmcv_ops()
+    _fix_msda_warning()
     _fix_torch_load()
     _fix_cpu_dist()
+    _fix_onedl_message()
     return applied()
