@@ -11,10 +11,15 @@ erased (mean pixel, ``EraseRegions`` in the train pipeline); after training,
 ``AdversarialErasingHook`` mines ``CAM > threshold`` of every labelled class
 on the erased images and writes the union with the earlier regions to
 ``<work-dir>/round_r/erase/<id>.png``. The checkpoints of all rounds are listed
-in ``<work-dir>/rounds.json``; make the pseudo labels from their merged CAMs::
+in ``<work-dir>/rounds.json`` (paths relative to the work dir); the config's
+``AdversarialErasingCAMGenerator(rounds=<work_dir>/rounds.json)`` reads it, so
+the pseudo labels from their merged CAMs are one command::
 
-    python tools/generate_pseudo.py configs/classic/ae_r50_voc.py \\
-        --cfg-options "generator.checkpoint=[round_0/iter_N.pth,round_1/...,round_2/...]"
+    python tools/generate_pseudo.py configs/classic/ae_r50_voc.py
+
+(with another ``--work-dir`` here, add ``--cfg-options
+generator.rounds=<work-dir>/rounds.json``; the tool prints the command). Each
+round's config dump is ``<work-dir>/round_r/<config name>.py``.
 
 The config's ``adversarial_erasing`` dict gives the defaults
 (``rounds``, ``threshold``, ``mining`` = extra hook arguments).
@@ -64,7 +69,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         rounds=args.rounds if args.rounds is not None else ae.get('rounds', 3),
         threshold=args.threshold if args.threshold is not None else ae.get('threshold', 0.5),
         mining=ae.get('mining'))
+    rounds_file = osp.join(work_dir, 'rounds.json')
     print('checkpoints of the rounds:\n  ' + '\n  '.join(result['checkpoints']))
+    print(f'listed in {rounds_file}; pseudo labels from their merged CAMs:')
+    gen = cfg.get('generator') or {}
+    same = gen.get('rounds') and osp.abspath(str(gen['rounds'])) == osp.abspath(rounds_file)
+    print(f'  python tools/generate_pseudo.py {args.config}'
+          + ('' if same else f' --cfg-options generator.rounds={rounds_file}'))
     return 0
 
 

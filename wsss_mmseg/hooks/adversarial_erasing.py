@@ -14,10 +14,15 @@ round ``r`` = a fresh ``Runner`` on the training config with
   *with the earlier regions erased*, keeps ``cam > threshold`` of each labelled
   class and writes the union with the earlier regions (PNG, 1 = erased).
 
-The checkpoints of all rounds are listed in ``<work>/rounds.json``; their CAMs
-are merged (pixel-wise max, ``ClassifierCAMGenerator(checkpoint=[...],
-merge='max')``) for the final pseudo labels — the soft counterpart of the union
-of the mined regions.
+The checkpoints of all rounds are listed in ``<work>/rounds.json`` (paths
+relative to ``<work>``, so the folder can be moved); their CAMs are merged
+(pixel-wise max) for the final pseudo labels -- the soft counterpart of the
+union of the mined regions -- by ``AdversarialErasingCAMGenerator(rounds=
+'<work>/rounds.json')``, a ``ClassifierCAMGenerator`` whose checkpoints are the
+ones that file lists (``configs/classic/ae_r50_voc.py``)::
+
+    python tools/adversarial_erasing.py configs/classic/ae_r50_voc.py
+    python tools/generate_pseudo.py configs/classic/ae_r50_voc.py
 """
 from __future__ import annotations
 
@@ -30,11 +35,15 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from mmengine.hooks import Hook
-from mmseg.registry import HOOKS
+from mmseg.registry import HOOKS, MODELS
 
 from ..classic.erasing import erase_with_fill, mine_regions
+from ..models.classic import ClassifierCAMGenerator
 
-__all__ = ['AdversarialErasingHook', 'run_adversarial_erasing']
+__all__ = ['AdversarialErasingHook', 'AdversarialErasingCAMGenerator', 'load_rounds',
+           'run_adversarial_erasing']
+
+ROUNDS_FILE = 'rounds.json'
 
 _IMAGENET_MEAN_BGR = (103.53, 116.28, 123.675)
 
@@ -174,8 +183,10 @@ def run_adversarial_erasing(cfg: Any, *, work_dir: str, rounds: int = 3,
             ``flip``, ``method``, ``target_layer``, ``max_side``, ``fill``).
 
     Returns:
-        ``dict(checkpoints=[...], erase_dirs=[...])`` (also written to
-        ``<work_dir>/rounds.json``).
+        ``dict(checkpoints=[...], erase_dirs=[...], threshold, rounds, config)`` with paths
+        joined to ``work_dir``; ``<work_dir>/rounds.json`` holds the same with paths relative to
+        ``work_dir`` (read it with :func:`load_rounds`). Each round's ``Runner`` dumps the config
+        under the config's own file name (``round_r/<config name>.py``).
     """
     from mmengine.config import Config
     from mmengine.runner import Runner
@@ -185,7 +196,8 @@ def run_adversarial_erasing(cfg: Any, *, work_dir: str, rounds: int = 3,
     erase_dirs: List[str] = []
     prev_dir: Optional[str] = None
     for r in range(int(rounds)):
-        round_cfg = Config(copy.deepcopy(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg))
+        round_cfg = Config(copy.deepcopy(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg),
+                           filename=getattr(cfg, 'filename', None))
         round_dir = osp.join(work_dir, f'round_{r}')
         round_cfg.work_dir = round_dir
         round_cfg.experiment_name = f'ae_round{r}_{os.getpid()}'
@@ -205,9 +217,86 @@ def run_adversarial_erasing(cfg: Any, *, work_dir: str, rounds: int = 3,
         checkpoints.append(ckpt if osp.isabs(ckpt) else osp.join(round_dir, osp.basename(ckpt)))
         erase_dirs.append(out_dir)
         prev_dir = out_dir
-    result = dict(checkpoints=checkpoints, erase_dirs=erase_dirs, threshold=float(threshold))
+    config_name = osp.basename(cfg.filename) if getattr(cfg, 'filename', None) else None
+    result = dict(checkpoints=checkpoints, erase_dirs=erase_dirs, threshold=float(threshold),
+                  rounds=int(rounds), config=config_name)
     from mmengine.dist import get_dist_info
     if get_dist_info()[0] == 0:
-        with open(osp.join(work_dir, 'rounds.json'), 'w', encoding='utf-8') as f:
-            json.dump(result, f, indent=1)
+        stored = dict(result, checkpoints=[_relative_to(p, work_dir) for p in checkpoints],
+                      erase_dirs=[_relative_to(p, work_dir) for p in erase_dirs])
+        from ..pseudo.io import atomic_write_bytes
+        atomic_write_bytes(osp.join(work_dir, ROUNDS_FILE),
+                           (json.dumps(stored, indent=1) + '\n').encode('utf-8'), fsync=False)
     return result
+
+
+def _relative_to(path: str, root: str) -> str:
+    """``path`` relative to ``root`` when inside it (POSIX separators), else absolute."""
+    rel = osp.relpath(osp.abspath(path), osp.abspath(root))
+    if rel == '..' or rel.startswith('..' + os.sep) or osp.isabs(rel):
+        return osp.abspath(path)
+    return rel.replace(os.sep, '/')
+
+
+def load_rounds(path: str) -> Dict[str, Any]:
+    """Read ``rounds.json`` of :func:`run_adversarial_erasing` (``tools/adversarial_erasing.py``).
+
+    Args:
+        path: The ``rounds.json`` file, or the adversarial-erasing work dir holding it.
+
+    Returns:
+        Its content with ``checkpoints`` and ``erase_dirs`` resolved against the file's folder
+        (the AE work dir) where relative.
+
+    Raises:
+        FileNotFoundError: No such file (the message says which command writes it), or a listed
+            checkpoint is missing.
+        ValueError: Malformed content (names the file).
+    """
+    if osp.isdir(path):
+        path = osp.join(path, ROUNDS_FILE)
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'{path} not found: run the adversarial-erasing rounds first (python '
+            'tools/adversarial_erasing.py CONFIG --work-dir <dir>; it writes <dir>/rounds.json), '
+            'or point generator.rounds at that file')
+    try:
+        with open(path, encoding='utf-8-sig') as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f'{path}: not a rounds.json of tools/adversarial_erasing.py ({exc})') from None
+    ckpts = data.get('checkpoints') if isinstance(data, dict) else None
+    if not isinstance(ckpts, list) or not ckpts or not all(isinstance(c, str) and c for c in ckpts):
+        raise ValueError(f'{path}: expected {{"checkpoints": ["round_0/iter_N.pth", ...], ...}} with '
+                         'at least one checkpoint')
+    root = osp.dirname(osp.abspath(path))
+    out = dict(data)
+    out['checkpoints'] = [c if osp.isabs(c) else osp.join(root, c) for c in ckpts]
+    out['erase_dirs'] = [d if osp.isabs(d) else osp.join(root, d) for d in data.get('erase_dirs') or []]
+    for r, c in enumerate(out['checkpoints']):
+        if not osp.isfile(c):
+            raise FileNotFoundError(f'{path}: the checkpoint of round {r}, {c}, does not exist')
+    return out
+
+
+@MODELS.register_module()
+class AdversarialErasingCAMGenerator(ClassifierCAMGenerator):
+    """``ClassifierCAMGenerator`` on the checkpoints of all adversarial-erasing rounds.
+
+    The checkpoints come from ``rounds.json`` of ``tools/adversarial_erasing.py`` (relative
+    entries resolved against its folder), so the pseudo labels need no hand-written list of
+    ``round_r/iter_N.pth`` files. Their normalised CAMs are merged with ``merge`` (``'max'``).
+
+    Args:
+        rounds: ``<ae work dir>/rounds.json`` (or the work dir itself).
+        **kwargs: Every other ``ClassifierCAMGenerator`` argument (``config`` or ``model``,
+            ``method``, ``scales``, ``flip``, ``merge``, ``class_table``, ...); not ``checkpoint``.
+    """
+
+    def __init__(self, rounds: str, **kwargs: Any) -> None:
+        if 'checkpoint' in kwargs:
+            raise ValueError('AdversarialErasingCAMGenerator takes its checkpoints from rounds='
+                             f'{rounds!r}; remove checkpoint= (or use ClassifierCAMGenerator with '
+                             'checkpoint=[...])')
+        self.rounds_file = rounds
+        super().__init__(checkpoint=load_rounds(rounds)['checkpoints'], **kwargs)
