@@ -266,6 +266,10 @@ class MaskCLIPHead(BaseDecodeHead):
         background: ``None`` or background words (set name such as ``'maskclip_demo'`` or a list).
         prompt_denoising: ``None`` or a ``PromptDenoising`` config (``dict(thresh=0.5)``).
         key_smoothing: ``None`` or a ``KeySmoothing`` config (``dict(thresh=1.0, key_norm='legacy_dim1')``).
+        prob_background: ``None`` or a ``ProbBackground`` config: background class 0 where the best class
+            probability is below its ``thresh`` (``apply_softmax=False`` after key smoothing, whose output
+            is already probabilities).
+        area_background: ``None`` or an ``AreaBackground`` config (needs a background class 0).
         feature_stride: Input pixels per feature cell (the segmentor sets it from the backbone).
         text_cache_dir: Optional on-disk text-embedding cache.
         align_corners: Of the bilinear resize.
@@ -279,7 +283,9 @@ class MaskCLIPHead(BaseDecodeHead):
                  background: Union[None, str, Sequence[str]] = None,
                  prompt_denoising: Optional[Mapping[str, Any]] = None,
                  key_smoothing: Optional[Mapping[str, Any]] = None, feature_stride: Optional[int] = None,
-                 text_cache_dir: Optional[str] = None, align_corners: bool = False, **kwargs) -> None:
+                 text_cache_dir: Optional[str] = None, align_corners: bool = False,
+                 prob_background: Optional[Mapping[str, Any]] = None,
+                 area_background: Optional[Mapping[str, Any]] = None, **kwargs) -> None:
         if classes is not None and len(classes) == 0:
             raise ValueError('MaskCLIPHead: the class list is empty; give class names (or class_table=...).')
         if class_table is None and classes is None:
@@ -293,7 +299,15 @@ class MaskCLIPHead(BaseDecodeHead):
                                   background=background, cache=cache, model_name=str(cfg.get('model_name')),
                                   device='cpu')
         num_fg, num_bg = int(fg.shape[0]), int(bg.shape[0])
-        num_classes = num_fg + (1 if num_bg else 0)
+        prob_bg = _build_post(prob_background, 'ProbBackground')
+        area_bg = _build_post(area_background, 'AreaBackground')
+        if prob_bg is not None and num_bg:
+            raise ValueError('MaskCLIPHead: give either background words (background=...) or prob_background, '
+                             'not both (each makes class 0)')
+        if area_bg is not None and not (num_bg or prob_bg is not None):
+            raise ValueError('MaskCLIPHead: area_background needs a background class 0 (background words or '
+                             'prob_background)')
+        num_classes = num_fg + (1 if num_bg or prob_bg is not None else 0)
         emb = int(fg.shape[1])
         for key in ('in_channels', 'channels', 'num_classes', 'init_cfg', 'dropout_ratio'):
             if key in kwargs:
@@ -308,6 +322,8 @@ class MaskCLIPHead(BaseDecodeHead):
         self.feature_stride = feature_stride
         self.pd = _build_post(prompt_denoising, 'PromptDenoising')
         self.ks = _build_post(key_smoothing, 'KeySmoothing')
+        self.prob_bg = prob_bg
+        self.area_bg = area_bg
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         """``(B, num_classes, h, w)`` logits from ``(dense, keys)``."""
@@ -319,6 +335,10 @@ class MaskCLIPHead(BaseDecodeHead):
             logits = self.ks(logits, keys=keys)
         if self.num_bg:
             logits = merge_background(logits, num_fg=self.num_fg)
+        if self.prob_bg is not None:  # spec §6.4: class 0 where the best probability is below thresh
+            logits = self.prob_bg(logits)
+        if self.area_bg is not None:
+            logits = self.area_bg(logits)
         return logits
 
     def predict_by_feat(self, seg_logits: Tensor, batch_img_metas: List[dict]) -> Tensor:
@@ -544,3 +564,6 @@ class MaskCLIPGenerator:
         if refined is not None:
             out['cam_refined'] = resize_maps(refined, (h0, w0))
         return out
+
+
+from . import dense_postprocessors  # noqa: E402,F401  (registers ProbBackground, AreaBackground, PAMR)
