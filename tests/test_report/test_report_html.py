@@ -180,3 +180,25 @@ def test_cli_exit_codes(work, tmp_path, capsys):
     assert tool.main([str(work), '--out', str(tmp_path / 'r'), '--bins', '20']) == 0
     assert (tmp_path / 'r' / 'index.html').is_file()
     assert 'file://' in capsys.readouterr().out
+
+
+def test_many_images_gallery_stays_bounded(tmp_path):
+    """More images than gallery slots: the gallery and the thumbnails stay at gallery_size."""
+    import numpy as np
+
+    from wsss_mmseg.pseudo.io import write_confidence_png, write_mask_png
+    work = tmp_path / 'work'
+    (work / 'masks').mkdir(parents=True)
+    (work / 'confidence').mkdir()
+    for i in range(60):  # no summary: ids from masks/, no photos
+        mask = np.full((8, 8), i % 3, np.uint8)
+        write_mask_png(work / 'masks' / f'{i:03d}.png', mask, fsync=False)
+        write_confidence_png(work / 'confidence' / f'{i:03d}.png', np.full((8, 8), i / 59),
+                             fsync=False)
+    page = _parse(write_report(work, gallery_size=8))
+    # scored by mean confidence i / 59: worst 4 = ids 0..3, best 2 = 59, 58, random 2 others
+    assert page.card_ids[:4] == ['000', '001', '002', '003']
+    assert page.card_ids[4:6] == ['059', '058']
+    assert len(page.card_ids) == 8 and len(set(page.card_ids)) == 8
+    assert len(list((work / 'report' / 'thumbs').iterdir())) == 8 * 2 == page.thumbs
+    assert '60 image(s) with masks; showing 8' in ''.join(page.text)

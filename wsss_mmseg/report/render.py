@@ -132,7 +132,9 @@ th,td{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.kv th{background:#f5f5f5;font-weight:600}
 .note{color:#8a5a00;font-size:.9em} .notes li{color:#8a5a00}
-img.plot{max-width:100%;border:1px solid #eee}
+img.plot{width:100%;height:auto;border:1px solid #eee}
+.figs{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
+.figs figure{flex:1 1 520px;max-width:760px}
 figure{margin:.5em 0} figcaption{font-size:.8em;color:#555}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
 .card{border:1px solid #ccc;border-radius:4px;padding:6px;background:#fafafa}
@@ -154,15 +156,14 @@ $run_table
 $quality
 <h2 id="classes">Per class</h2>
 $class_table
-$class_plot
-$confusion_plot
-<h2 id="confidence">Confidence</h2>
-$confidence_plot
-<h2 id="mu">Choosing the CGL threshold μ</h2>
+<div class="figs">$class_plot
+$confusion_plot</div>
+<h2 id="mu">Confidence, and choosing the CGL threshold μ</h2>
 <p>Pixels with confidence &lt; μ are ignored by the confidence-guided loss. The curves show
  what the pseudo masks keep at each μ: the share of all pixels still labelled and, with GT,
  the mIoU of the kept pixels.</p>
-$mu_plot
+<div class="figs">$mu_plot
+$confidence_plot</div>
 $mu_table
 <h2 id="gallery">Gallery</h2>
 <p>$gallery_intro</p>
