@@ -4,7 +4,9 @@
 #       --cfg-options generator.clip.pretrained=/path/ViT-B-16.pt
 _base_ = ['./clip_es_voc.py']
 work_dir = 'work_dirs/clip_es_coco'
-data_root = 'data/coco'
+# The dataset root, defined once and referenced below: WSSS_COCO_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_COCO_ROOT:data/coco}}'
 
 pseudo_dataset = dict(
     _delete_=True,

@@ -9,7 +9,9 @@ custom_imports = dict(imports=['wsss_mmseg'], allow_failed_imports=False)
 default_scope = 'mmseg'
 work_dir = 'work_dirs/clip_es_voc'
 
-data_root = 'data/VOCdevkit/VOC2012'
+# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
 
 # Image-level labels: the IRN/CLIMS `cls_labels.npy` (id -> 20-dim multi-hot), a JSON
 # {id: [class indices]}, a text file `id idx idx ...`, or None = derived from the GT masks.

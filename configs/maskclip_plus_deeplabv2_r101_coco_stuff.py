@@ -13,11 +13,13 @@
 #       train_cfg.max_iters=8000 train_cfg.val_interval=8000 param_scheduler.0.end=8000 custom_hooks.0.switch_ratio=1.0
 #
 #   mim train mmsegmentation configs/maskclip_plus_deeplabv2_r101_coco_stuff.py \
-#       --cfg-options model.teacher.clip.pretrained=/path/ViT-B-16.pt \
-#       train_dataloader.dataset.data_root=/path/coco_stuff164k val_dataloader.dataset.data_root=/path/coco_stuff164k
+#       --cfg-options model.teacher.clip.pretrained=/path/ViT-B-16.pt
+#   (your copy of the dataset: WSSS_COCO_STUFF_ROOT=/path/coco_stuff164k in front of the command moves every dataset)
 _base_ = ['./maskclip_plus_deeplabv2_r101_voc.py']
 work_dir = 'work_dirs/maskclip_plus_deeplabv2_r101_coco_stuff'
-data_root = 'data/coco_stuff164k'
+# The dataset root, defined once and referenced below: WSSS_COCO_STUFF_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_COCO_STUFF_ROOT:data/coco_stuff164k}}'
 crop_size = (512, 512)
 unseen = [19, 23, 28, 29, 36, 51, 76, 88, 94, 112, 133, 136, 137, 157, 160]
 model = dict(

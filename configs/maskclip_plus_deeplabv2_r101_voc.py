@@ -6,8 +6,8 @@
 # schedule, then self-training (MaskCLIPPlusPhaseHook, driven by runner.iter: resumable).
 #
 #   mim train mmsegmentation configs/maskclip_plus_deeplabv2_r101_voc.py \
-#       --cfg-options model.teacher.clip.pretrained=/path/ViT-B-16.pt \
-#       train_dataloader.dataset.data_root=/path/VOCdevkit/VOC2012 val_dataloader.dataset.data_root=/path/VOCdevkit/VOC2012
+#       --cfg-options model.teacher.clip.pretrained=/path/ViT-B-16.pt
+#   (your VOC copy: WSSS_VOC_ROOT=/path/VOCdevkit/VOC2012 in front of the command moves every dataset)
 #
 # Paper settings (§2.4): SGD lr 0.01, momentum 0.9, wd 5e-4, poly 0.9 (min 1e-4), 20k iterations,
 # 4 images/GPU (the official README runs 4 GPUs), 512x512 crops, resize 0.5-2.0, cat_max_ratio 0.75,
@@ -34,7 +34,9 @@ custom_imports = dict(imports=['wsss_mmseg', 'wsss_mmseg.models.maskclip', 'wsss
 default_scope = 'mmseg'
 work_dir = 'work_dirs/maskclip_plus_deeplabv2_r101_voc'
 
-data_root = 'data/VOCdevkit/VOC2012'
+# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
 voc20_classes = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
                  'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
                  'tvmonitor')  # 20 names as metainfo: background (0) -> 255, class c+1 -> c (VOC-20)

@@ -13,11 +13,13 @@
 # teacher, DeepLabV2, 59 classes, all pseudo, 4k iterations, no self-training) is not this file.
 #
 #   mim train mmsegmentation configs/maskclip_plus_deeplabv3plus_r101_context.py \
-#       --cfg-options model.teacher.clip.pretrained=/path/ViT-B-16.pt \
-#       train_dataloader.dataset.data_root=/path/VOCdevkit/VOC2010 val_dataloader.dataset.data_root=/path/VOCdevkit/VOC2010
+#       --cfg-options model.teacher.clip.pretrained=/path/ViT-B-16.pt
+#   (your copy of the dataset: WSSS_VOC2010_ROOT=/path/VOCdevkit/VOC2010 in front of the command moves every dataset)
 _base_ = ['./maskclip_plus_deeplabv3plus_r101_voc.py']
 work_dir = 'work_dirs/maskclip_plus_deeplabv3plus_r101_context'
-data_root = 'data/VOCdevkit/VOC2010'
+# The dataset root, defined once and referenced below: WSSS_VOC2010_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_VOC2010_ROOT:data/VOCdevkit/VOC2010}}'
 crop_size = (480, 480)
 unseen = [20, 34, 49, 15, 8, 25, 7, 55, 32, 1]  # Context-60 ids (0 = background)
 model = dict(

@@ -13,7 +13,9 @@ custom_imports = dict(imports=['wsss_mmseg', 'wsss_mmseg.models.maskclip'], allo
 default_scope = 'mmseg'
 work_dir = 'work_dirs/maskclip_pseudo_voc'
 
-data_root = 'data/VOCdevkit/VOC2012'
+# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
 
 pseudo_dataset = dict(
     type='VOCImageLabels',

@@ -11,7 +11,9 @@
 # of the paper is not implemented (one random caption per image and step).
 _base_ = ['./pacl_vitb16_voc.py']
 work_dir = 'work_dirs/pacl_vitb16_coco_captions'
-coco_root = 'data/coco'
+# The dataset root, defined once and referenced below: WSSS_COCO_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+coco_root = '{{$WSSS_COCO_ROOT:data/coco}}'
 
 model = dict(decode_head=dict(
     loss_decode=[dict(type='PACLInfoNCELoss', init_logit_scale=100.0, max_logit_scale=100.0, learnable=True)]))

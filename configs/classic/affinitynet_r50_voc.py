@@ -21,7 +21,9 @@ custom_imports = dict(
 work_dir = 'work_dirs/affinitynet_r50_voc'
 cam_dir = 'work_dirs/cam_r50_voc/pseudo/cams'
 crop_size = (448, 448)
-data_root = 'data/VOCdevkit/VOC2012'
+# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
 
 model = dict(
     type='AffinityNet',

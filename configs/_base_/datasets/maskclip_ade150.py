@@ -1,6 +1,8 @@
 # ADE20K val, 150 classes (0 = "other" ignored via reduce_zero_label). Short side 512
 # (spec §1.8). Adapted from mmsegmentation's configs/_base_/datasets/ade20k.py (Apache-2.0).
-data_root = 'data/ade/ADEChallengeData2016'
+# The dataset root, defined once and referenced below: WSSS_ADE_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_ADE_ROOT:data/ade/ADEChallengeData2016}}'
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),

@@ -1,6 +1,8 @@
 # COCO-Stuff 164k val2017, 171 classes. Short side 512 (spec §1.8). Adapted from
 # mmsegmentation's configs/_base_/datasets/coco-stuff164k.py (Apache-2.0).
-data_root = 'data/coco_stuff164k'
+# The dataset root, defined once and referenced below: WSSS_COCO_STUFF_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_COCO_STUFF_ROOT:data/coco_stuff164k}}'
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),

@@ -2,7 +2,9 @@
 # §1.7): the 20 mmseg class names as metainfo make mmseg map background (0) to 255 (ignored) and
 # class c+1 to c -- the same labels as reduce_zero_label. Test-time protocol §1.8: short side 512.
 # Adapted from mmsegmentation's configs/_base_/datasets/pascal_voc12.py (Apache-2.0).
-data_root = 'data/VOCdevkit/VOC2012'
+# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
 voc20_classes = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
                  'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
                  'tvmonitor')

@@ -1,7 +1,9 @@
 # PASCAL VOC 2012 (train_aug) with image-level labels for the classifier. Labels are derived
 # from SegmentationClassAug (labels=None); give an IRN cls_labels.npy / JSON with `labels=`.
 # Fill values (HideAndSeek / EraseRegions) are in BGR, the order of LoadImageFromFile.
-data_root = 'data/VOCdevkit/VOC2012'
+# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
 train_source = dict(type='VOCImageLabels', data_root=data_root,
                     split='ImageSets/Segmentation/train_aug.txt', img_dir='JPEGImages',
                     labels=None, gt_dir='SegmentationClassAug', class_table='voc20')
