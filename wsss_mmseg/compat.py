@@ -24,9 +24,11 @@ Fixes:
     this itself, exactly those classes are added to torch's safe globals: loading
     stays ``weights_only`` (no arbitrary code from a checkpoint).
 ``cpu_dist``
-    mmengine's pytorch launcher calls ``torch.cuda.set_device`` and keeps the
-    configured backend (usually ``nccl``). Without CUDA the launcher now skips
-    ``set_device`` and uses ``gloo``. With CUDA the original launcher runs as is.
+    mmengine's pytorch and slurm launchers call ``torch.cuda.set_device`` and keep
+    the configured backend (usually ``nccl``). Without CUDA they now skip
+    ``set_device`` and use ``gloo`` (the slurm launcher keeps mmengine's own
+    ``SLURM_*`` -> ``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` logic; only the
+    ``set_device`` call is skipped). With CUDA the original launchers run as is.
     Together with :class:`wsss_mmseg.models.wrappers.CPUCompatibleDDP` (which drops
     ``device_ids`` for CPU modules) this makes 2-process CPU training work.
 
@@ -225,6 +227,33 @@ def _cpu_safe_init_dist_pytorch(original: Callable) -> Callable:
     return init_dist_pytorch
 
 
+def _cpu_safe_init_dist_slurm(original: Callable) -> Callable:
+    """mmengine's slurm launcher without CUDA: its environment logic, gloo, no set_device."""
+
+    @functools.wraps(original)
+    def init_dist_slurm(backend: str = 'nccl', port=None, init_backend: str = 'torch', **kwargs):
+        import torch
+        if torch.cuda.is_available():
+            return original(backend, port=port, init_backend=init_backend, **kwargs)
+        if init_backend != 'torch':
+            raise RuntimeError(f'init_backend={init_backend!r} needs CUDA; without a GPU '
+                               "only init_backend='torch' (gloo) is supported")
+        if backend != 'gloo':
+            print(f'[wsss_mmseg] no CUDA: using the gloo backend instead of {backend!r}',
+                  file=sys.stderr)
+        # mmengine sets MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from SLURM_* and then
+        # calls torch.cuda.set_device(local_rank), which fails without CUDA: skip only that.
+        set_device = torch.cuda.set_device
+        torch.cuda.set_device = lambda device: None
+        try:
+            return original('gloo', port=port, init_backend='torch', **kwargs)
+        finally:
+            torch.cuda.set_device = set_device
+
+    init_dist_slurm.__wsss_mmseg_wrapped__ = original
+    return init_dist_slurm
+
+
 def _fix_cpu_dist() -> None:
     if importlib.util.find_spec('mmengine') is None:
         return
@@ -232,12 +261,17 @@ def _fix_cpu_dist() -> None:
     if torch.cuda.is_available():
         return
     dist_utils = importlib.import_module('mmengine.dist.utils')
-    current = dist_utils._init_dist_pytorch
-    if hasattr(current, '__wsss_mmseg_wrapped__'):
-        return
-    dist_utils._init_dist_pytorch = _cpu_safe_init_dist_pytorch(current)
-    _APPLIED['cpu_dist'] = ('no CUDA: the pytorch launcher skips torch.cuda.set_device '
-                            'and uses gloo')
+    wrapped = False
+    for name, wrap in (('_init_dist_pytorch', _cpu_safe_init_dist_pytorch),
+                       ('_init_dist_slurm', _cpu_safe_init_dist_slurm)):
+        current = getattr(dist_utils, name, None)
+        if current is None or hasattr(current, '__wsss_mmseg_wrapped__'):
+            continue
+        setattr(dist_utils, name, wrap(current))
+        wrapped = True
+    if wrapped:
+        _APPLIED['cpu_dist'] = ('no CUDA: the pytorch and slurm launchers skip '
+                                'torch.cuda.set_device and use gloo')
 
 
 # --------------------------------------------------------------------------- quiet console

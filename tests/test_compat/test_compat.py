@@ -136,3 +136,29 @@ def test_cpu_dist_fix_not_applied_with_cuda(monkeypatch):
 
 def test_apply_is_idempotent():
     assert compat.apply() == compat.apply() == wsss_mmseg.compat.applied()
+
+
+def test_cpu_slurm_wrapper_keeps_mmengine_env_logic_uses_gloo_skips_set_device(monkeypatch):
+    calls = {}
+
+    def original(backend, port=None, init_backend='torch', **kw):  # stands for mmengine's
+        torch.cuda.set_device(0)  # what mmengine does after setting RANK/WORLD_SIZE/...
+        calls['orig'] = (backend, port, init_backend)
+
+    wrapped = compat._cpu_safe_init_dist_slurm(original)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    real_set_device = torch.cuda.set_device
+    wrapped('nccl', port=29501)
+    assert calls == {'orig': ('gloo', 29501, 'torch')}
+    assert torch.cuda.set_device is real_set_device  # restored
+    with pytest.raises(RuntimeError, match='needs CUDA'):
+        wrapped('nccl', init_backend='deepspeed')
+
+
+def test_cpu_slurm_wrapper_is_noop_with_cuda(monkeypatch):
+    calls = {}
+    original = lambda backend, port=None, init_backend='torch', **kw: calls.setdefault('orig', backend)  # noqa
+    wrapped = compat._cpu_safe_init_dist_slurm(original)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    wrapped('nccl')
+    assert calls == {'orig': 'nccl'}
