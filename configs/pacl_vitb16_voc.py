@@ -20,7 +20,9 @@ custom_imports = dict(imports=['wsss_mmseg', 'wsss_mmseg.models.pacl', 'wsss_mms
 default_scope = 'mmseg'
 work_dir = 'work_dirs/pacl_vitb16_voc'
 
-data_root = 'data/VOCdevkit/VOC2012'
+# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
 clip = dict(model_name='ViT-B-16', pretrained='openai')
 crop_size = (224, 224)
 
@@ -32,7 +34,9 @@ model = dict(
     # frozen CLIP ViT, tokens before ln_post; token_source: 'last' (paper), 'penultimate' (layer L-1)
     # or a locality-preserving last block 'maskclip' | 'sclip' | 'clearclip' | 'naclip' (spec §3.8
     # pitfall 4). CLIP stays out of the checkpoints (only e_v and the loss scale/bias are saved).
-    backbone=dict(type='PACLTokenBackbone', clip=clip, token_source='last'),
+    # test_patch_stride=4: the paper's dense inference (spec §3.4, overlapping patches, 16x the tokens;
+    # combine with test_cfg=dict(mode='slide', ...) on large images)
+    backbone=dict(type='PACLTokenBackbone', clip=clip, token_source='last', test_patch_stride=None),
     decode_head=dict(
         type='PACLHead',
         clip=clip,

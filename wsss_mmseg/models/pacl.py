@@ -71,12 +71,16 @@ class PACLTokenBackbone(BaseModule):
         surgery_ffn: Keep the last block's FFN in a surgery mode (None = mode default).
         sigma: NACLIP Gaussian std (patches).
         pos_interp: Positional-table interpolation.
+        test_patch_stride: Stride of the patch embedding in eval mode (spec §3.4: 4 -> overlapping
+            patches, positional table interpolated to the ``ceil(H/4) x ceil(W/4)`` grid, 16x the
+            tokens); ``None`` = the patch size. Training always uses the patch size.
         init_cfg: Unused.
     """
 
     def __init__(self, *, clip: Optional[dict] = None, token_source: str = 'last',
                  surgery_residual: Optional[bool] = None, surgery_ffn: Optional[bool] = None,
-                 sigma: float = 5.0, pos_interp: str = 'bicubic', init_cfg: Optional[dict] = None) -> None:
+                 sigma: float = 5.0, pos_interp: str = 'bicubic', test_patch_stride: Optional[int] = None,
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if token_source not in TOKEN_SOURCES:
             raise ValueError(f'token_source must be one of {TOKEN_SOURCES}, got {token_source!r}')
@@ -89,7 +93,11 @@ class PACLTokenBackbone(BaseModule):
         object.__setattr__(self, '_tower', tower)  # not a submodule: not in state_dict()
         self.token_source = token_source
         self.surgery = dict(residual=surgery_residual, ffn=surgery_ffn, sigma=float(sigma))
-        self.stride = tower.patch_size
+        self.patch_size = tower.patch_size
+        if test_patch_stride is not None and not 1 <= int(test_patch_stride) <= tower.patch_size:
+            raise ValueError(f'test_patch_stride must be in [1, {tower.patch_size}] (the patch size), '
+                             f'got {test_patch_stride}')
+        self.test_patch_stride = None if test_patch_stride is None else int(test_patch_stride)
         self.width = tower.width
         self.is_vit = True
         if token_source not in ('last', 'penultimate'):
@@ -100,6 +108,34 @@ class PACLTokenBackbone(BaseModule):
     def tower(self) -> CLIPViT:
         """The wrapped frozen tower."""
         return self._tower
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per token-grid cell (the test patch stride in eval mode)."""
+        if not self.training and self.test_patch_stride is not None:
+            return self.test_patch_stride
+        return self.patch_size
+
+    def _strided_tokens(self, images: torch.Tensor, stride: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Block outputs of overlapping patches (spec §3.4): ``((B, 1 + N, D), grid)``."""
+        from ..clip.vit import block_forward
+        from ..pacl.strided import strided_patch_embed
+        vit = self._tower
+        visual = vit.visual
+        x, grid = strided_patch_embed(images, visual.conv1.weight, visual.conv1.bias, stride=stride)
+        cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + vit.pos_embed(grid, device=x.device).to(x.dtype)
+        x = visual.ln_pre(x)
+        n = vit.num_layers
+        run = n - 1 if self.token_source != 'last' else n
+        for i in range(run):
+            x, _ = block_forward(vit.blocks[i], x)
+        if self.token_source in ('last', 'penultimate'):  # output of block L, or of block L-1
+            return x, grid
+        from ..cam.maskclip import last_block_surgery
+        tokens, _ = last_block_surgery(vit.blocks[-1], x, mode=self.token_source, residual=self.surgery['residual'],
+                                       ffn=self.surgery['ffn'], grid=grid, sigma=self.surgery['sigma'])
+        return tokens, grid
 
     def _apply(self, fn, recurse: bool = True):  # noqa: D401 - torch internal hook
         """Also move/cast the hidden CLIP tower."""
@@ -115,8 +151,12 @@ class PACLTokenBackbone(BaseModule):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
         """``((B, D, h, w),)`` token map of normalised images ``(B, 3, H, W)``."""
+        if self.stride != self.patch_size:
+            tokens, (gh, gw) = self._strided_tokens(images, self.stride)
+            b, _, c = tokens.shape
+            return (tokens[:, 1:, :].transpose(1, 2).reshape(b, c, gh, gw).contiguous(),)
         h, w = images.shape[-2:]
-        s = self.stride
+        s = self.patch_size
         gh, gw = -(-h // s), -(-w // s)
         images = F.pad(images, (0, gw * s - w, 0, gh * s - h))
         vit = self._tower
