@@ -40,25 +40,23 @@ class _Page(HTMLParser):
                 self.refs.append(a[key])
         if tag == 'img' and 'thumb' in (a.get('class') or ''):
             self.thumbs += 1
-        if tag == 'b' and self.stack[-2:] == ['div', 'div'] and 'card-open' in self.stack_flags():
-            self._in_card_title = True
+        if tag == 'b' and 'card' in self._classes and self.stack[-1:] == ['div']:
+            self._in_card_title = True  # the id at the top of a gallery card
         if tag == 'option':
             self._in_option = True
         if tag not in VOID:
             self.stack.append(tag)
-            self._flags.append('card-open' if 'card' == a.get('class') else '')
-
-    def stack_flags(self):
-        return self._flags
+            self._classes.append(a.get('class') or '')
 
     def handle_endtag(self, tag):
         if tag in VOID:
             return
         if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f'</{tag}> does not close <{self.stack[-1] if self.stack else None}>')
+            top = self.stack[-1] if self.stack else None
+            self.errors.append(f'</{tag}> does not close <{top}>')
             return
         self.stack.pop()
-        self._flags.pop()
+        self._classes.pop()
         if tag == 'b':
             self._in_card_title = False
         if tag == 'option':
@@ -71,9 +69,9 @@ class _Page(HTMLParser):
         if self._in_option:
             self.options.append(data)
 
-    def reset(self):
+    def reset(self):  # called by HTMLParser.__init__
         super().reset()
-        self._flags = []
+        self._classes = []  # class attribute of each open element
 
 
 def _parse(index: Path) -> _Page:
@@ -202,3 +200,15 @@ def test_many_images_gallery_stays_bounded(tmp_path):
     assert len(page.card_ids) == 8 and len(set(page.card_ids)) == 8
     assert len(list((work / 'report' / 'thumbs').iterdir())) == 8 * 2 == page.thumbs
     assert '60 image(s) with masks; showing 8' in ''.join(page.text)
+
+
+def test_sweep_table_snaps_to_the_threshold_grid():
+    from wsss_mmseg.report.builder import _sweep_table
+    sweep = dict(coverage=[1 - j / 20 for j in range(21)], miou=[j / 40 for j in range(21)])
+    page = _Page()
+    page.feed(_sweep_table(sweep, [0.95, 0.33], 20))
+    rows = ''.join(page.text)
+    # B = 20: 0.99 -> j = 20 (μ 1), 0.33 -> j = 7 (μ 0.35); coverage 1 - j/20, mIoU j/40
+    assert '0.95 (job setting)' in rows and '0.99' not in rows
+    assert '0.35 (nearest threshold to the job setting 0.33)65.0017.50' in rows
+    assert rows.endswith('10.0050.00')  # μ = 1: coverage 0 %, mIoU 50 %

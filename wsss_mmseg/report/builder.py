@@ -14,6 +14,7 @@ a network.
 from __future__ import annotations
 
 import datetime
+import numbers
 import os
 import shutil
 import time
@@ -50,7 +51,8 @@ def _read_gt(path: Optional[str]) -> Optional[np.ndarray]:
 
 
 def _entry_classes(rec: Dict[str, Any], entry: ImageEntry) -> List[int]:
-    labels = {int(c) + 1 for c in (entry.get('label_ids') or []) if isinstance(c, int)}
+    labels = {int(c) + 1 for c in (entry.get('label_ids') or [])
+              if isinstance(c, numbers.Integral)}
     return sorted(set(rec['pred_classes']) | set(rec['gt_classes']) | labels)
 
 
@@ -163,12 +165,23 @@ def _thumb_tiles(wd: PseudoWorkDir, entry: ImageEntry, slot: int, thumbs: Path, 
 
 
 def _sweep_table(sweep: Dict[str, list], marks: Sequence[float], num_bins: int) -> str:
-    wanted = sorted(set(_TABLE_MUS) | {round(m * num_bins) / num_bins for m in marks})
+    """Rows of the sweep at a few μ (snapped to the grid j / B) and at the job's own μ."""
+    settings: Dict[int, List[float]] = {}
+    for mu in list(_TABLE_MUS) + list(marks):
+        settings.setdefault(int(round(mu * num_bins)), [])
+    for m in marks:
+        settings[int(round(m * num_bins))].append(m)
     rows = []
-    for mu in wanted:
-        j = int(round(mu * num_bins))
-        mark = ' (job setting)' if any(abs(mu - m) < 1e-9 for m in marks) else ''
-        rows.append((f'{mu:g}{mark}', _pct(sweep['coverage'][j]), _pct(sweep['miou'][j])))
+    for j in sorted(settings):
+        grid = j / num_bins
+        label = f'{grid:g}'
+        job_mus = settings[j]
+        if job_mus and all(abs(m - grid) < 1e-9 for m in job_mus):
+            label += ' (job setting)'
+        elif job_mus:
+            given = ', '.join(f'{m:g}' for m in job_mus)
+            label += f' (nearest threshold to the job setting {given})'
+        rows.append((label, _pct(sweep['coverage'][j]), _pct(sweep['miou'][j])))
     return render.table(['μ', 'labelled pixels %', 'mIoU of kept pixels %'], rows)
 
 
@@ -345,7 +358,7 @@ def write_report(work_dir: PathLike, out_dir: Optional[PathLike] = None, *,
              + (', ground truth.' if has_gt else '.'))
     elapsed = time.perf_counter() - t0
     page = render.render_page(dict(
-        title=render.esc(f'Pseudo-label report: {wd.path.name}'),
+        title=render.esc(f'Pseudo-label report: {"/".join(wd.path.resolve().parts[-2:])}'),
         work_dir=render.esc(wd.path),
         made=render.esc(datetime.datetime.now().isoformat(timespec='seconds')),
         n_images=render.esc(stats.num_images),

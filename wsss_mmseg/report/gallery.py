@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
