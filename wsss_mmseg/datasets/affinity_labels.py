@@ -9,7 +9,7 @@ so mmseg's geometric transforms move it with the image and ``PackSegInputs`` pac
 from __future__ import annotations
 
 import os.path as osp
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -17,7 +17,39 @@ from mmseg.registry import TRANSFORMS
 
 from ..classic.affinity import HA_CRF, LA_CRF, crf_region_labels
 
-__all__ = ['LoadConfidentRegions']
+__all__ = ['LoadConfidentRegions', 'load_image_cams']
+
+
+def load_image_cams(cam_dir: str, results: dict, *, use_refined: bool = False,
+                    transform: str = 'transform') -> Tuple[np.ndarray, np.ndarray]:
+    """``(keys, cams)`` of ``results['img_id']`` from ``<cam_dir>/<img_id>.npy``.
+
+    Args:
+        cam_dir: Folder of the CAM files of ``tools/generate_pseudo.py --save-cams``.
+        results: Pipeline results with ``img_id`` and the loaded ``img``.
+        use_refined: Prefer ``cam_refined`` when present.
+        transform: Name used in error messages.
+
+    Returns:
+        ``(keys (K,) int64, cams (K, H, W) float32)`` at the image size.
+    """
+    from ..pseudo.io import load_cam_npy
+    path = osp.join(cam_dir, f'{results["img_id"]}.npy')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{transform}: no CAM file for image {results["img_id"]!r} in '
+                                f'{cam_dir} ({path}); run tools/generate_pseudo.py '
+                                '--save-cams first')
+    record = load_cam_npy(path)
+    cams = record.get('cam_refined') if use_refined else None
+    if cams is None:
+        cams = record.get('cam', record['attn_highres'])
+    cams = np.asarray(cams, dtype=np.float32)
+    img = results['img']
+    if cams.shape[1:] != img.shape[:2]:
+        raise ValueError(f'{transform}: CAM file {path} has maps of size {cams.shape[1:]} but '
+                         f'the image is {img.shape[:2]}; put {transform} right after '
+                         'LoadImageFromFile')
+    return np.asarray(record['keys'], dtype=np.int64).reshape(-1), cams
 
 
 @TRANSFORMS.register_module()
@@ -78,22 +110,9 @@ class LoadConfidentRegions(BaseTransform):
         return results
 
     def _compute(self, results: dict) -> np.ndarray:
-        from ..pseudo.io import load_cam_npy
-        path = osp.join(self.cam_dir, f'{results["img_id"]}.npy')
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'no CAM file for image {results["img_id"]!r}: {path} '
-                                    f'(run tools/generate_pseudo.py --save-cams into '
-                                    f'{osp.dirname(self.cam_dir.rstrip("/"))})')
-        record = load_cam_npy(path)
-        cams = record.get('cam_refined') if self.use_refined else None
-        if cams is None:
-            cams = record.get('cam', record['attn_highres'])
-        cams = np.asarray(cams, dtype=np.float32)
+        keys, cams = load_image_cams(self.cam_dir, results, use_refined=self.use_refined,
+                                     transform=type(self).__name__)
         img_bgr = results['img']
-        if cams.shape[1:] != img_bgr.shape[:2]:
-            raise ValueError(f'CAM file {path} has maps of size {cams.shape[1:]} but the image '
-                             f'is {img_bgr.shape[:2]}; put LoadConfidentRegions right after '
-                             'LoadImageFromFile')
         crf = None
         img_rgb = None
         if self.crf:
@@ -103,7 +122,7 @@ class LoadConfidentRegions(BaseTransform):
                 return crf_refine(c, img, bg_power=bg_power, fidelity=False)
 
             img_rgb = np.ascontiguousarray(img_bgr[..., ::-1]).astype(np.uint8)
-        return crf_region_labels(cams, record['keys'], img_rgb, la=self.la, ha=self.ha,
+        return crf_region_labels(cams, keys, img_rgb, la=self.la, ha=self.ha,
                                  crf=crf, ignore_index=self.ignore_index)
 
     def __repr__(self) -> str:

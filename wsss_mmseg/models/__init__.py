@@ -1,4 +1,4 @@
 """Registered mmseg components (thin wrappers over the pure functions)."""
-from . import (affinity_net, cgl_loss, classic, classic_acol, clip_encoders,  # noqa: F401
-               data_preprocessor, generators, maskclip, maskclip_plus, pacl, postprocessors,
-               random_walk, wrappers)
+from . import (affinity_net, cgl_loss, classic, classic_acol, classic_sec,  # noqa: F401
+               clip_encoders, data_preprocessor, generators, maskclip, maskclip_plus, pacl,
+               postprocessors, random_walk, segmenter_generator, wrappers)
