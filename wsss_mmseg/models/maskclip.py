@@ -362,6 +362,10 @@ class MaskCLIPHead(BaseDecodeHead):
         raise NotImplementedError('MaskCLIPHead is training-free (zero-shot); use it with tools/test.py only.')
 
 
+#: Where ``MaskCLIPSegmentor`` runs the head's post-processors in slide mode.
+SLIDE_POST = ('window', 'image')
+
+
 @MODELS.register_module()
 class MaskCLIPSegmentor(EncoderDecoder):
     """Zero-shot MaskCLIP segmentor for mmseg's test tools (``EncoderDecoder`` subclass).
@@ -377,6 +381,11 @@ class MaskCLIPSegmentor(EncoderDecoder):
         decode_head: ``MaskCLIPHead`` config (``type`` optional).
         legacy_imagenet_norm: Normalise with ImageNet mean/std instead of CLIP's.
         slide_clamp: Allow windows larger than the image in slide mode (clamped).
+        slide_post: Where the head's post-processors (PD, KS, background rules) run in slide mode
+            (spec §1.8/§6.4): ``'window'`` (each window's logits, mmseg's slide inference) or
+            ``'image'`` (dense features and keys of the windows are averaged on the image's feature
+            grid, then the head runs once on the whole image; crop size and stride must be
+            multiples of the backbone stride).
         data_preprocessor: ``SegDataPreProcessor`` config WITHOUT mean/std (set here).
         test_cfg: mmseg test config, ``dict(mode='whole')`` or
             ``dict(mode='slide', crop_size=(h, w), stride=(sh, sw))``.
@@ -385,7 +394,8 @@ class MaskCLIPSegmentor(EncoderDecoder):
 
     def __init__(self, *, clip: Optional[Mapping[str, Any]] = None, backbone: Optional[Mapping[str, Any]] = None,
                  decode_head: Optional[Mapping[str, Any]] = None, legacy_imagenet_norm: bool = False,
-                 slide_clamp: bool = False, data_preprocessor: Optional[Mapping[str, Any]] = None,
+                 slide_clamp: bool = False, slide_post: str = 'window',
+                 data_preprocessor: Optional[Mapping[str, Any]] = None,
                  test_cfg: Optional[Mapping[str, Any]] = None, **kwargs) -> None:
         if decode_head is None:
             raise ValueError('MaskCLIPSegmentor needs decode_head=dict(class_table=... or classes=[...]).')
@@ -407,6 +417,9 @@ class MaskCLIPSegmentor(EncoderDecoder):
                          test_cfg=ConfigDict(test_cfg or dict(mode='whole')), **kwargs)
         self.legacy_imagenet_norm = bool(legacy_imagenet_norm)
         self.slide_clamp = bool(slide_clamp)
+        if slide_post not in SLIDE_POST:
+            raise ValueError(f'MaskCLIPSegmentor slide_post must be one of {SLIDE_POST}, got {slide_post!r}')
+        self.slide_post = slide_post
         if getattr(self.decode_head, 'feature_stride', None) is None:
             self.decode_head.feature_stride = int(getattr(self.backbone, 'stride', 0)) or None
 
@@ -419,7 +432,42 @@ class MaskCLIPSegmentor(EncoderDecoder):
                 f'sliding window crop_size=({h_crop}, {w_crop}) is larger than the network input '
                 f'({h_img}, {w_img}) of {batch_img_metas[0].get("img_path", "this image")}; use a smaller '
                 "crop_size, test_cfg=dict(mode='whole'), or model.slide_clamp=True to shrink the window.")
+        if self.slide_post == 'image':
+            return self._slide_stitched_features(inputs)
         return super().slide_inference(inputs, batch_img_metas)
+
+    def _slide_stitched_features(self, inputs: Tensor) -> Tensor:
+        """Slide windows over the image, average their dense features and keys on the image's
+        feature grid, run the head once (``slide_post='image'``)."""
+        s = int(self.backbone.stride)
+        h_stride, w_stride = self.test_cfg.stride
+        h_crop, w_crop = self.test_cfg.crop_size
+        if any(int(v) % s for v in (h_stride, w_stride, h_crop, w_crop)):
+            raise ValueError(f"slide_post='image' needs test_cfg.crop_size ({h_crop}, {w_crop}) and stride "
+                             f'({h_stride}, {w_stride}) that are multiples of the backbone stride {s}')
+        b, _, h_img, w_img = inputs.shape
+        x = F.pad(inputs, (0, (-w_img) % s, 0, (-h_img) % s))
+        hp, wp = x.shape[-2:]
+        h_crop, w_crop = min(h_crop, hp), min(w_crop, wp)
+        h_grids = max(hp - h_crop + h_stride - 1, 0) // h_stride + 1
+        w_grids = max(wp - w_crop + w_stride - 1, 0) // w_stride + 1
+        dense_sum = keys_sum = None
+        count = x.new_zeros((1, 1, hp // s, wp // s))
+        for hi in range(h_grids):
+            for wi in range(w_grids):
+                y2, x2 = min(hi * h_stride + h_crop, hp), min(wi * w_stride + w_crop, wp)
+                y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
+                dense, keys = self.extract_feat(x[:, :, y1:y2, x1:x2])[:2]
+                if dense_sum is None:
+                    dense_sum = x.new_zeros((b, dense.shape[1], hp // s, wp // s))
+                    keys_sum = x.new_zeros((b, keys.shape[1], hp // s, wp // s))
+                win = (slice(None), slice(None), slice(y1 // s, y2 // s), slice(x1 // s, x2 // s))
+                dense_sum[win] += dense
+                keys_sum[win] += keys
+                count[win] += 1
+        logits = self.decode_head.forward([dense_sum / count, keys_sum / count])
+        full = F.interpolate(logits, size=(hp, wp), mode='bilinear', align_corners=self.decode_head.align_corners)
+        return full[..., :h_img, :w_img]
 
 
 # ----------------------------------------------------------------------------- pseudo-label source
