@@ -53,6 +53,8 @@ model = dict(
         pool_temperature=1.0,       # paper: no temperature; 0.1 as an ablation
         chunk_size=256,
         score_scale=100.0,
+        # contrastive variant (spec §3.8 b), instead of or next to the sigmoid loss:
+        # dict(type='PACLContrastiveLabelLoss', init_logit_scale=10.0, use_background=True)
         loss_decode=[dict(type='PACLMultiLabelLoss', init_scale=10.0, init_bias=-10.0,
                           use_background=True)]),
     train_cfg=dict(),

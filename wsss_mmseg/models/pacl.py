@@ -31,14 +31,15 @@ from ..clip import CLIPViT, get_tokenizer
 from ..pacl.compat_fn import compatibility, patch_text_similarity
 from ..pacl.distributed import caption_compatibility
 from ..pacl.embedder import VisionEmbedder
-from ..pacl.losses import (clamp_log_scale_, clamped_scale, dense_prior_loss, multilabel_sigmoid_loss,
+from ..pacl.losses import (clamp_log_scale_, clamped_scale, dense_prior_loss, multi_positive_contrastive_loss,
+                           multilabel_sigmoid_loss,
                            negative_suppression_loss, symmetric_info_nce)
 from ..text import class_embeddings, class_names as table_class_names
 from .clip_encoders import _DEFAULT_CLIP, build_clip_from_cfg
 from .generators import resolve_device
 
-__all__ = ['PACLTokenBackbone', 'PACLHead', 'PACLMultiLabelLoss', 'PACLInfoNCELoss', 'PACLDensePriorLoss',
-           'PACLNegativeSuppressionLoss', 'PACLGenerator']
+__all__ = ['PACLTokenBackbone', 'PACLHead', 'PACLMultiLabelLoss', 'PACLContrastiveLabelLoss', 'PACLInfoNCELoss',
+           'PACLDensePriorLoss', 'PACLNegativeSuppressionLoss', 'PACLGenerator']
 
 INPUT_NORMS = ('ln_post', 'none')
 INITS = ('clip_proj', 'random')
@@ -286,6 +287,59 @@ class PACLInfoNCELoss(nn.Module):
         else:
             scale = clamped_scale(log_scale, max_scale=self.max_logit_scale)
         return self.loss_weight * symmetric_info_nce(phi, logit_scale=scale)
+
+    @property
+    def loss_name(self) -> str:
+        """Loss dict key."""
+        return self._loss_name
+
+
+@MODELS.register_module()
+class PACLContrastiveLabelLoss(nn.Module):
+    """Contrastive label-PACL (§3.8 b): image->class softmax with multiple positives plus
+    class->image SupCon over the batch (:func:`~wsss_mmseg.pacl.losses.multi_positive_contrastive_loss`).
+
+    The logit scale is learnable with CLIP's rule (clamped in place to ``max_logit_scale``).
+
+    Args:
+        init_logit_scale: Initial scale.
+        max_logit_scale: Bound of the scale, or None.
+        learnable: Learn the scale.
+        use_background: The head's background prompts are extra negatives of every image.
+        loss_weight: Multiplier.
+        loss_name: Key in the loss dict.
+    """
+
+    kind = 'contrast'
+
+    def __init__(self, *, init_logit_scale: float = 10.0, max_logit_scale: Optional[float] = 100.0,
+                 learnable: bool = True, use_background: bool = True, loss_weight: float = 1.0,
+                 loss_name: str = 'loss_pacl_contrast') -> None:
+        super().__init__()
+        if not init_logit_scale > 0:
+            raise ValueError(f'init_logit_scale must be > 0, got {init_logit_scale}')
+        self.params = _LearnableScalar('log_scale', math.log(init_logit_scale), learnable)
+        self.max_logit_scale = max_logit_scale
+        self.use_background = bool(use_background)
+        self.loss_weight = float(loss_weight)
+        self._loss_name = loss_name
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Current logit scale (capped, for logging)."""
+        return clamped_scale(self.params.log_scale, max_scale=self.max_logit_scale)
+
+    def forward(self, phi: torch.Tensor, targets: torch.Tensor,
+                phi_background: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Weighted loss from ``phi (B, C)``, ``targets (B, C)`` and optional ``phi_background (B, M)``."""
+        log_scale = self.params.log_scale
+        if isinstance(log_scale, nn.Parameter):
+            clamp_log_scale_(log_scale, max_scale=self.max_logit_scale)
+            scale = log_scale.exp()
+        else:
+            scale = clamped_scale(log_scale, max_scale=self.max_logit_scale)
+        bg = phi_background if self.use_background else None
+        return self.loss_weight * multi_positive_contrastive_loss(phi, targets, scale=scale, phi_background=bg)
 
     @property
     def loss_name(self) -> str:
@@ -546,9 +600,10 @@ class PACLHead(BaseDecodeHead):
     def _loss_modules(self) -> List[nn.Module]:
         mods = list(self.loss_decode) if isinstance(self.loss_decode, nn.ModuleList) else [self.loss_decode]
         for m in mods:
-            if getattr(m, 'kind', None) not in ('label', 'caption', 'dense', 'suppress'):
-                raise TypeError(f'PACLHead needs PACL losses (PACLMultiLabelLoss, PACLInfoNCELoss, '
-                                f'PACLDensePriorLoss, PACLNegativeSuppressionLoss), got {type(m).__name__}')
+            if getattr(m, 'kind', None) not in ('label', 'contrast', 'caption', 'dense', 'suppress'):
+                raise TypeError(f'PACLHead needs PACL losses (PACLMultiLabelLoss, PACLContrastiveLabelLoss, '
+                                f'PACLInfoNCELoss, PACLDensePriorLoss, PACLNegativeSuppressionLoss), '
+                                f'got {type(m).__name__}')
         return mods
 
     def _image_labels(self, batch_data_samples: Sequence[Any], device: torch.device) -> torch.Tensor:
@@ -602,7 +657,7 @@ class PACLHead(BaseDecodeHead):
             return cache['phi']
 
         for mod in self._loss_modules():
-            if mod.kind == 'label':
+            if mod.kind in ('label', 'contrast'):
                 phi, _ = class_phi()
                 phi_bg = None
                 if mod.use_background and self.background_embeddings.shape[0]:

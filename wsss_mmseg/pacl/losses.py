@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ['clamped_scale', 'clamp_log_scale_', 'symmetric_info_nce', 'multilabel_sigmoid_loss', 'dense_prior_loss',
-           'negative_suppression_loss']
+           'negative_suppression_loss', 'multi_positive_contrastive_loss']
 
 
 def clamped_scale(log_scale: torch.Tensor, *, max_scale: Optional[float] = 100.0) -> torch.Tensor:
@@ -174,3 +174,52 @@ def negative_suppression_loss(similarity: torch.Tensor, targets: torch.Tensor, *
     top = similarity.topk(k, dim=-1).values.mean(-1)                   # (B, C)
     neg = (targets <= 0).to(top.dtype)
     return (top * neg).sum() / neg.sum().clamp(min=1.0)
+
+
+def multi_positive_contrastive_loss(phi: torch.Tensor, targets: torch.Tensor, *, scale: torch.Tensor | float,
+                                    phi_background: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Contrastive label-PACL (spec §3.8 b): image->class softmax with multiple positives and
+    class->image SupCon over the batch, averaged.
+
+    * image -> class: for every image with at least one label,
+      ``-mean_{c in Y_b} log softmax_{c'}(scale * phi_b)_c`` over the classes (and background
+      prompts, always negatives);
+    * class -> image: for every class present in at least one image of the batch,
+      ``-mean_{b: y_bc = 1} log softmax_{b'}(scale * phi_{:, c})_b``.
+
+    Each direction is averaged over the images / classes it is defined for; the loss is half their
+    sum (0 with a gradient path when the batch has no label).
+
+    Args:
+        phi: ``(B, C)`` compatibilities.
+        targets: ``(B, C)`` multi-hot labels.
+        scale: Logit scale.
+        phi_background: Optional ``(B, M)`` compatibilities with background prompts.
+
+    Returns:
+        Scalar loss.
+    """
+    if phi.ndim != 2 or targets.shape != phi.shape:
+        raise ValueError(f'phi {tuple(phi.shape)} and targets {tuple(targets.shape)} must both be (B, C)')
+    pos = targets > 0
+    logits = phi * scale
+    row_logits = logits
+    if phi_background is not None and phi_background.numel():
+        if phi_background.ndim != 2 or phi_background.shape[0] != phi.shape[0]:
+            raise ValueError(f'phi_background must be (B={phi.shape[0]}, M), got {tuple(phi_background.shape)}')
+        row_logits = torch.cat([logits, phi_background * scale], dim=1)
+    zero = logits.sum() * 0.0
+    terms = []
+    rows = pos.any(dim=1)
+    if rows.any():
+        logp = F.log_softmax(row_logits, dim=1)[:, :phi.shape[1]]
+        per_image = -(logp * pos).sum(1)[rows] / pos.sum(1)[rows]
+        terms.append(per_image.mean())
+    cols = pos.any(dim=0)
+    if cols.any():
+        logp = F.log_softmax(logits, dim=0)
+        per_class = -(logp * pos).sum(0)[cols] / pos.sum(0)[cols]
+        terms.append(per_class.mean())
+    if not terms:
+        return zero
+    return 0.5 * sum(terms) + zero
