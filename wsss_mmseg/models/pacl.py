@@ -252,6 +252,10 @@ class PACLInfoNCELoss(nn.Module):
         init_logit_scale: Initial ``1 / tau`` (CLIP: 100).
         max_logit_scale: Clamp of the scale (CLIP: 100), or None.
         learnable: Learn the scale (``False`` with ``init_logit_scale=1/0.07`` = fixed tau 0.07).
+        noun_prompt_prob: Spec §3.3 text augmentation in training: with this probability a caption is
+            replaced by one of its nouns in a random template of ``noun_templates``
+            (:func:`wsss_mmseg.pacl.caption_nouns.noun_prompt`; 0 = captions only).
+        noun_templates: Template set name or list (the 7 CLIP templates, ``'pacl7'``).
         loss_weight: Multiplier of the loss.
         loss_name: Key in the loss dict.
     """
@@ -259,10 +263,22 @@ class PACLInfoNCELoss(nn.Module):
     kind = 'caption'
 
     def __init__(self, *, init_logit_scale: float = 100.0, max_logit_scale: Optional[float] = 100.0,
-                 learnable: bool = True, loss_weight: float = 1.0, loss_name: str = 'loss_pacl_nce') -> None:
+                 learnable: bool = True, noun_prompt_prob: float = 0.0,
+                 noun_templates: Union[str, Sequence[str]] = 'pacl7', loss_weight: float = 1.0,
+                 loss_name: str = 'loss_pacl_nce') -> None:
         super().__init__()
         if not init_logit_scale > 0:
             raise ValueError(f'init_logit_scale must be > 0, got {init_logit_scale}')
+        if not 0.0 <= float(noun_prompt_prob) <= 1.0:
+            raise ValueError(f'noun_prompt_prob must be in [0, 1], got {noun_prompt_prob}')
+        self.noun_prompt_prob = float(noun_prompt_prob)
+        self.noun_templates = None
+        self.noun_vocabulary = None
+        if self.noun_prompt_prob > 0:
+            from ..pacl.caption_nouns import default_noun_vocabulary
+            from ..text.encoder import resolve_templates
+            self.noun_templates = list(resolve_templates(noun_templates))
+            self.noun_vocabulary = default_noun_vocabulary()
         self.params = _LearnableScalar('log_scale', math.log(init_logit_scale), learnable)
         self.max_logit_scale = max_logit_scale
         self.loss_weight = float(loss_weight)
@@ -620,7 +636,8 @@ class PACLHead(BaseDecodeHead):
             rows.append(row)
         return torch.stack(rows).to(device)
 
-    def _caption_embeddings(self, batch_data_samples: Sequence[Any], device: torch.device) -> torch.Tensor:
+    def _caption_embeddings(self, batch_data_samples: Sequence[Any], device: torch.device,
+                            loss: Optional[nn.Module] = None) -> torch.Tensor:
         captions = []
         for i, sample in enumerate(batch_data_samples):
             cap = sample.metainfo.get('caption')
@@ -628,6 +645,10 @@ class PACLHead(BaseDecodeHead):
                 raise KeyError(f"data sample {i} has no 'caption' string; use PACLCaptionDataset, SampleCaption "
                                "and PackSegInputs(meta_keys=(..., 'caption'))")
             captions.append(cap)
+        if loss is not None and self.training and getattr(loss, 'noun_prompt_prob', 0.0) > 0:
+            from ..pacl.caption_nouns import noun_prompt
+            captions = [noun_prompt(c, loss.noun_templates, loss.noun_vocabulary, prob=loss.noun_prompt_prob)
+                        for c in captions]
         model = self._clip[0]
         tokenizer = get_tokenizer(self._clip_model_name)
         text_device = next(model.parameters()).device
@@ -668,7 +689,7 @@ class PACLHead(BaseDecodeHead):
                 _, sim = class_phi()
                 value = mod(sim, labels())
             elif mod.kind == 'caption':
-                texts = self._caption_embeddings(batch_data_samples, device)
+                texts = self._caption_embeddings(batch_data_samples, device, mod)
                 # negatives from every process (CLIP-style gather; one process: the local batch)
                 value = mod(caption_compatibility(emb, texts, temperature=self.pool_temperature,
                                                   chunk_size=self.chunk_size))
