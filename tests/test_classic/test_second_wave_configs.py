@@ -46,3 +46,19 @@ def test_config_builds(name, model_type, generator):
         assert (model.q_fg, model.q_bg) == (0.996, 0.999)
         assert cfg.train_dataloader.dataset.pipeline[1].type == 'LoadSECCues'
         assert 'label_ids' in cfg.train_dataloader.dataset.pipeline[-1].meta_keys
+
+
+@pytest.mark.parametrize('name,source', [('saliency_guided', 'FolderSaliency'),
+                                         ('saliency_guided_sr', 'SpectralResidualSaliency')])
+def test_saliency_configs_build(name, source):
+    cfg = _cfg(name)
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert pipeline[1].type == 'LoadSaliencyMap' and pipeline[1].source.type == source
+    assert pipeline[2].type == 'SaliencyGuidedLabels' and pipeline[2].method == 'oh'
+    for t in pipeline:
+        TRANSFORMS.build(t)
+    model_cfg = cfg.model.to_dict()
+    model_cfg.pop('pretrained')
+    assert type(MODELS.build(model_cfg)).__name__ == 'EncoderDecoder'
+    assert cfg.generator.type == 'SegmenterGenerator'
+    assert cfg.generator.config.endswith(f'{name}_r50_voc.py')
