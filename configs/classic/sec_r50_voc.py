@@ -17,7 +17,9 @@ custom_imports = dict(
     allow_failed_imports=False)
 work_dir = 'work_dirs/sec_r50_voc'
 cam_dir = 'work_dirs/cam_r50_voc/pseudo/cams'
-data_root = 'data/VOCdevkit/VOC2012'
+# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
+# moves every dataset path of this config (mmengine substitutes it when reading the file).
+data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
 crop_size = (321, 321)
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
