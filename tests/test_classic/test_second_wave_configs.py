@@ -62,3 +62,26 @@ def test_saliency_configs_build(name, source):
     assert type(MODELS.build(model_cfg)).__name__ == 'EncoderDecoder'
     assert cfg.generator.type == 'SegmenterGenerator'
     assert cfg.generator.config.endswith(f'{name}_r50_voc.py')
+
+
+def test_ae_psl_and_mixup_cam_configs_build():
+    cfg = _cfg('ae_psl')
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert pipeline[2].type == 'SaliencyGuidedLabels' and pipeline[2].method == 'ae_psl'
+    assert 'label_ids' in pipeline[-1].meta_keys
+    for t in pipeline:
+        TRANSFORMS.build(t)
+    model_cfg = cfg.model.to_dict()
+    model_cfg.pop('pretrained')
+    model = MODELS.build(model_cfg)
+    assert type(model).__name__ == 'AEPSLSegmentor' and model.cls_head.num_classes == 20
+    assert cfg.generator.type == 'SegmenterGenerator'
+
+    cfg = _cfg('mixup_cam')
+    model_cfg = cfg.model.to_dict()
+    model_cfg.pop('pretrained')
+    model = MODELS.build(model_cfg)
+    assert type(model).__name__ == 'MixupCAMClassifier'
+    assert model.data_preprocessor.mixup == dict(alpha=1.0, prob=1.0)
+    assert (model.entropy_weight, model.concentration_weight) == (0.1, 0.1)
+    assert cfg.generator.config.endswith('mixup_cam_r50_voc.py')

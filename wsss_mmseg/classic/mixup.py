@@ -79,3 +79,69 @@ def mixup(inputs: Tensor, targets: Tensor, *, lam: float,
     mixed_x = lam * inputs + (1.0 - lam) * inputs[perm]
     mixed_y = lam * targets + (1.0 - lam) * targets[perm]
     return mixed_x, mixed_y
+
+
+# ----------------------------------------------------------------- Mixup-CAM regularisers
+def _present_mask(cams: Tensor, targets: Tensor) -> Tensor:
+    if cams.dim() != 4 or targets.shape != cams.shape[:2]:
+        raise ValueError(f'cams {tuple(cams.shape)} must be (B, K, h, w) and targets '
+                         f'{tuple(targets.shape)} (B, K)')
+    return targets > 0
+
+
+def cam_entropy_loss(cams: Tensor, targets: Tensor) -> Tensor:
+    """Mixup-CAM entropy regulariser (our formulation; the spec only names it).
+
+    ``p_u = softmax_{c in T}(cam_c(u))`` over the image's classes ``T`` (mixed labels: every
+    class with a non-zero weight), ``L = mean_{images, u} -sum_c p_{u,c} log p_{u,c}``:
+    each pixel is pushed to one class. Images with one class give 0.
+
+    Args:
+        cams: ``(B, K, h, w)`` raw class maps.
+        targets: ``(B, K)`` label vectors.
+
+    Returns:
+        Scalar.
+    """
+    present = _present_mask(cams, targets)
+    # a finite "minus infinity": absent classes get p = 0 and 0 * log p = 0 with finite gradients
+    logits = cams.masked_fill(~present[..., None, None], torch.finfo(cams.dtype).min / 4)
+    logp = torch.log_softmax(logits, dim=1)
+    ent = -(logp.exp() * logp * present[..., None, None]).sum(1)  # (B, h, w)
+    has = present.any(dim=1)
+    if not has.any():
+        return cams.sum() * 0.0
+    return ent[has].mean()
+
+
+def cam_concentration_loss(cams: Tensor, targets: Tensor, *, eps: float = 1e-6) -> Tensor:
+    """Mixup-CAM concentration regulariser (SCOPS-style spatial variance; our formulation).
+
+    For each present class, ``R = ReLU(cam) / sum ReLU(cam)`` is a spatial distribution with
+    centroid ``mu = sum_u R(u) u``; ``L = mean_{present (image, class)} sum_u R(u) ||u - mu||^2``
+    with pixel coordinates divided by ``max(h, w)`` (size-independent).
+
+    Args:
+        cams: ``(B, K, h, w)`` raw class maps.
+        targets: ``(B, K)`` label vectors.
+        eps: Mass epsilon (an all-zero map contributes 0).
+
+    Returns:
+        Scalar (0 when no class is present).
+    """
+    present = _present_mask(cams, targets)
+    h, w = cams.shape[2:]
+    scale = float(max(h, w))
+    ys = torch.arange(h, dtype=cams.dtype, device=cams.device)[:, None].expand(h, w) / scale
+    xs = torch.arange(w, dtype=cams.dtype, device=cams.device)[None, :].expand(h, w) / scale
+    m = cams.clamp_min(0)
+    r = m / (m.sum(dim=(2, 3), keepdim=True) + eps)
+    my = (r * ys).sum(dim=(2, 3), keepdim=True)
+    mx = (r * xs).sum(dim=(2, 3), keepdim=True)
+    var = (r * ((ys - my) ** 2 + (xs - mx) ** 2)).sum(dim=(2, 3))
+    if not present.any():
+        return cams.sum() * 0.0
+    return var[present].mean()
+
+
+__all__ += ['cam_entropy_loss', 'cam_concentration_loss']

@@ -1,4 +1,5 @@
 """Registered mmseg components (thin wrappers over the pure functions)."""
-from . import (affinity_net, cgl_loss, classic, classic_acol, classic_sec,  # noqa: F401
-               clip_encoders, data_preprocessor, generators, maskclip, maskclip_plus, pacl,
-               postprocessors, random_walk, segmenter_generator, wrappers)
+from . import (affinity_net, cgl_loss, classic, classic_acol, classic_ae_psl,  # noqa: F401
+               classic_mixup_cam, classic_sec, clip_encoders, data_preprocessor, generators,
+               maskclip, maskclip_plus, pacl, postprocessors, random_walk, segmenter_generator,
+               wrappers)
