@@ -220,7 +220,10 @@ class RandomWalkGenerator:
         Returns:
             ``dict(keys, cam, cam_refined)`` (``cam`` is the base generator's).
         """
-        result = dict(self.base.generate(img_rgb_uint8, label_ids))
+        # the per-image entry point: generate_image (batch contract of wsss_mmseg.generators)
+        # where the base generator has it, else the per-image generate(img, label_ids)
+        per_image = getattr(self.base, 'generate_image', None) or self.base.generate
+        result = dict(per_image(img_rgb_uint8, label_ids))
         maps = result.get('cam_refined')
         if maps is None:
             maps = result['cam']
