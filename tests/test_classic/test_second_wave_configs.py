@@ -85,3 +85,12 @@ def test_ae_psl_and_mixup_cam_configs_build():
     assert model.data_preprocessor.mixup == dict(alpha=1.0, prob=1.0)
     assert (model.entropy_weight, model.concentration_weight) == (0.1, 0.1)
     assert cfg.generator.config.endswith('mixup_cam_r50_voc.py')
+
+
+def test_random_walk_on_clip_es_config():
+    cfg = Config.fromfile(str(REPO / 'configs' / 'classic' / 'affinitynet_clip_es_voc.py'))
+    clip = Config.fromfile(str(REPO / 'configs' / 'clip_es_voc.py'))
+    assert cfg.generator.type == 'RandomWalkGenerator'
+    assert cfg.generator.base.to_dict() == clip.generator.to_dict()
+    assert cfg.generator.affinity_net.config.endswith('affinitynet_r50_voc.py')
+    assert cfg.mask_maker.to_dict() == clip.mask_maker.to_dict()
