@@ -51,6 +51,9 @@ class AffinityHead(BaseModule):
         if len(ins) != len(idx) or not ins:
             raise ValueError(f'in_channels {ins} and in_index {idx} must have the same, '
                              'non-zero length')
+        if int(channels) < 4 or int(channels) % 4:
+            raise ValueError(f'AffinityHead channels must be a multiple of 4 (GroupNorm with 4 '
+                             f'groups), got {channels}')
         self.in_channels, self.in_index = ins, idx
         self.embed_dims = int(embed_dims)
         self.reduce = nn.ModuleList(

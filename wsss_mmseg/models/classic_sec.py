@@ -59,6 +59,18 @@ class SECSegmentor(EncoderDecoder):
         self.crf_workers = int(crf_workers)
         self._pool: Optional[Executor] = None
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # the CRF process pool is not part of the model (pickling / deepcopy, e.g. EMA)
+        state = self.__dict__.copy()
+        state['_pool'] = None
+        return state
+
+    def close_crf_pool(self) -> None:
+        """Shut the CRF worker processes down (they are started again when needed)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def _images_u8(self, inputs: Tensor, size: Sequence[int]) -> List[np.ndarray]:
         dp = self.data_preprocessor
         x = inputs.detach().float()
