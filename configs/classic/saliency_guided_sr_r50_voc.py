@@ -15,6 +15,7 @@ train_pipeline = [
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs'),
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))  # the base's saliency_source is unused
+# (the base's saliency_source is unused)
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 generator = dict(config='{{fileDirname}}/saliency_guided_sr_r50_voc.py',
                  checkpoint='work_dirs/saliency_guided_sr_r50_voc/iter_8000.pth')

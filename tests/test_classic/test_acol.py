@@ -47,7 +47,8 @@ def test_head_maps_and_loss_match_numpy():
     bb = head.branch_b[-1].bias.detach().numpy()
     f = x[0].numpy().reshape(3, 9)
     a = wa @ f                                   # (2, 9), bias excluded
-    norm = (a - a.min(1, keepdims=True)) / (a.max(1, keepdims=True) - a.min(1, keepdims=True) + 1e-5)
+    lo, hi = a.min(1, keepdims=True), a.max(1, keepdims=True)
+    norm = (a - lo) / (hi - lo + 1e-5)
     keep = ~(norm[1] > 0.6)                      # labels = [1]: erase class 1's region only
     b = wb @ (f * keep)
     relu_max = lambda m: np.maximum(m, 0) / (np.maximum(m, 0).max(1, keepdims=True) + 1e-5)  # noqa

@@ -1,7 +1,7 @@
-"""Saliency-guided labels end to end on ../shared/data/voc_sample (classic_wsss.md, "Saliency-guided"
-row): classifier CAMs saved by tools/generate_pseudo.py + a folder of saliency PNGs (stored at half
-size: resized with one warning) -> Oh et al. fusion in the pipeline -> a tiny segmenter trains on
-them -> tools/generate_pseudo.py with SegmenterGenerator -> eval report."""
+"""Saliency-guided labels end to end on ../shared/data/voc_sample (classic_wsss.md,
+"Saliency-guided" row): classifier CAMs saved by tools/generate_pseudo.py + a folder of saliency
+PNGs (stored at half size: resized with one warning) -> Oh et al. fusion in the pipeline -> a
+tiny segmenter trains on them -> tools/generate_pseudo.py with SegmenterGenerator -> eval report."""
 from __future__ import annotations
 
 import numpy as np

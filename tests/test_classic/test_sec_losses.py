@@ -69,7 +69,8 @@ def test_cues_by_hand():
                       [0.3, 0.0, 0.0, 0.05]],
                      [[0.0, 0.25, 0.4, 0.0],
                       [0.0, 0.0, 0.2, 0.0]]], np.float32)
-    # class 3 (value 4): >= 0.2 -> (0,0),(0,1),(1,0); class 7 (value 8): >= 0.08 -> (0,1),(0,2),(1,2)
+    # class 3 (value 4): >= 0.2 -> (0,0),(0,1),(1,0)
+    # class 7 (value 8): >= 0.08 -> (0,1),(0,2),(1,2)
     # (0,1) in both: the smaller area wins (both 3: stable order keeps the later = class 7)
     # background (max < 0.1): (0,3), (1,1), (1,3)
     out = sec_cues(cams, [3, 7], fg_ratio=0.2, bg_cam=0.1)

@@ -1,4 +1,4 @@
-"""AE-PSL's online "prohibitive segmentation learning" labels (Wei et al., CVPR 2017), pure functions.
+"""AE-PSL's online "prohibitive segmentation learning" labels (Wei et al., CVPR 2017).
 
 Spec (``classic_wsss.md``, AE-PSL row: "3 erasing rounds ... PSL online seg; saliency for bg").
 The segmentation branch is supervised by the offline label (mined regions + saliency

@@ -1,4 +1,4 @@
-"""AffinityNet (Ahn & Kwak 2018): an inter-pixel affinity embedding trained on confident CAM regions.
+"""AffinityNet (Ahn & Kwak 2018): a pixel-affinity embedding trained on confident CAM regions.
 
 Thin registered wrappers over :mod:`wsss_mmseg.classic.affinity`:
 

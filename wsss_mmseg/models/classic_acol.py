@@ -88,7 +88,8 @@ class ACoLHead(MultiLabelClsHead):
         loss_b = _bce(maps_b.mean(dim=(2, 3)), targets)
         return dict(loss_cls=self.loss_weight * 0.5 * (loss_a + loss_b))
 
-    def class_maps(self, feats: Sequence[Tensor], classes: Optional[Sequence[int]] = None) -> Tensor:
+    def class_maps(self, feats: Sequence[Tensor],
+                   classes: Optional[Sequence[int]] = None) -> Tensor:
         """``(B, K, h, w)`` fused maps ``max(N(A), N(B))`` (biases excluded).
 
         Args:

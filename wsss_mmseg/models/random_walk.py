@@ -64,7 +64,7 @@ class RandomWalk:
 
     def transition(self, *, embedding: Optional[Tensor] = None,
                    affinity: Optional[Tensor] = None) -> Tensor:
-        """Row-stochastic transition matrix from an embedding ``(D, h, w)`` or an ``(N, N)`` affinity."""
+        """Row-stochastic transition matrix of an embedding ``(D, h, w)`` or ``(N, N)`` affinity."""
         if (embedding is None) == (affinity is None):
             raise ValueError('RandomWalk needs exactly one of embedding=(D, h, w) or '
                              'affinity=(N, N)')
