@@ -157,7 +157,10 @@ def test_cpu_slurm_wrapper_keeps_mmengine_env_logic_uses_gloo_skips_set_device(m
 
 def test_cpu_slurm_wrapper_is_noop_with_cuda(monkeypatch):
     calls = {}
-    original = lambda backend, port=None, init_backend='torch', **kw: calls.setdefault('orig', backend)  # noqa
+
+    def original(backend, port=None, init_backend='torch', **kw):
+        calls.setdefault('orig', backend)
+
     wrapped = compat._cpu_safe_init_dist_slurm(original)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     wrapped('nccl')

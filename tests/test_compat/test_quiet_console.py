@@ -62,7 +62,11 @@ def test_import_is_quiet_and_other_messages_still_appear():
 
 def test_quiet_print_log_routes_only_the_onedl_debug_print(caplog):
     calls = []
-    quiet = compat.quiet_print_log(lambda msg, logger=None, level=logging.INFO: calls.append((msg, logger, level)))
+
+    def original(msg, logger=None, level=logging.INFO):
+        calls.append((msg, logger, level))
+
+    quiet = compat.quiet_print_log(original)
     with caplog.at_level(logging.DEBUG, logger='mmseg'):
         quiet('Could not import OneDL', level=logging.DEBUG)
     assert calls == [] and quiet.routed == 1

@@ -91,8 +91,9 @@ def test_srun_command_with_work_dir_options_and_environment(fake_bin, tmp_path):
     res = _run_script(
         ['part', 'job 1', 'my cfg.py', 'out dir', '--cfg-options', 'generator.device=cuda', '--save-cams'],
         fake_bin, record,
-        env_extra=dict(GPUS='16', GPUS_PER_NODE='8', CPUS_PER_TASK='3', SRUN_ARGS='--time=1:00:00 --exclusive',
-                       PORT='29999', PYTHON='/opt/py/bin/python3', PYTHONPATH='/x'))
+        env_extra=dict(GPUS='16', GPUS_PER_NODE='8', CPUS_PER_TASK='3',
+                       SRUN_ARGS='--time=1:00:00 --exclusive', PORT='29999',
+                       PYTHON='/opt/py/bin/python3', PYTHONPATH='/x'))
     assert res.returncode == 0, res.stderr
     assert record.read_text().splitlines() == [
         '-p', 'part', '--job-name=job 1', '--ntasks=16', '--cpus-per-task=3', '--gres=gpu:8',
