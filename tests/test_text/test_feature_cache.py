@@ -242,3 +242,15 @@ def test_unsafe_or_corrupt_entry_is_recomputed(weights_file, tokenizer, tmp_path
     calls = model.calls
     again, _ = class_embeddings(model, tokenizer, **kw)  # rewritten: trusted again
     assert model.calls == calls and torch.equal(again, ref)
+
+
+def test_unwritable_cache_folder_does_not_stop_the_caller(weights_file, tokenizer, tmp_path, monkeypatch):
+    blocker = tmp_path / 'not_a_folder'
+    blocker.write_text('x')
+    monkeypatch.setenv('WSSS_MMSEG_CACHE', str(blocker))  # <root>/text_features cannot be created
+    model = build_clip(None, weights_file)
+    kw = dict(table='voc20', classes=['cat', 'dog'], templates='single')
+    ref, _ = class_embeddings(model, tokenizer, cache=False, **kw)
+    with pytest.warns(RuntimeWarning, match='not writable'):
+        got, _ = class_embeddings(model, tokenizer, weights_id='open_clip:ViT-B-16:openai', **kw)
+    assert torch.equal(got, ref)

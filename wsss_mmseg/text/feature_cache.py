@@ -286,12 +286,20 @@ class TextEmbeddingCache:
 
         Returns:
             CPU float32 ``(C, E)`` tensor.
+
+        A cache folder that cannot be written (read-only home, full disk) does not stop
+        the caller: the value is kept in memory and returned, with a ``RuntimeWarning``.
         """
         hit = self.get(key)
         if hit is not None:
             return hit
         value = compute()
-        self.put(key, value)
+        try:
+            self.put(key, value)
+        except OSError as exc:
+            warnings.warn(f'text-feature cache {self.directory} is not writable ({exc}); the '
+                          'embeddings were computed but not stored on disk', RuntimeWarning,
+                          stacklevel=2)
         return value.detach().to('cpu').clone()
 
     def clear_memory(self) -> None:
