@@ -105,6 +105,21 @@ def _swaps_channels(preprocessor: nn.Module) -> bool:
     return False
 
 
+def _build_without_touching_rng(cfg: Mapping[str, Any]) -> nn.Module:
+    """Build a model while keeping the torch / numpy / python random states unchanged, so that a
+    teacher built on first use does not shift the random stream of the training run."""
+    import random
+
+    import numpy as np
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        model = MODELS.build(cfg)
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+    return model
+
+
 def _teacher_head_classes(teacher_cfg: Mapping[str, Any]) -> Tuple[int, bool]:
     """``(number of foreground classes, has background words)`` of a teacher config, without
     building CLIP (the same resolution as ``MaskCLIPHead``: ``classes`` or ``class_table``)."""
@@ -261,7 +276,7 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
         """The frozen ``MaskCLIPSegmentor`` (outside the module tree), built on first access."""
         teacher = self.__dict__.get('_teacher')
         if teacher is None:
-            teacher = MODELS.build(self._teacher_cfg)
+            teacher = _build_without_touching_rng(self._teacher_cfg)
             thead = teacher.decode_head
             text = thead.text_embeddings[:int(thead.num_fg)].detach().float()
             cls = self.decode_head.conv_seg
