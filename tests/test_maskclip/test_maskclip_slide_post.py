@@ -1,6 +1,5 @@
 """Slide inference with the head's post-processors on the whole image (spec maskclip_pacl.md §1.8,
 §6.4: PD/KS per window or on the stitched map, as a flag)."""
-import numpy as np
 import pytest
 import torch
 from mmengine.config import Config

@@ -1,12 +1,11 @@
-"""Registered background / refinement post-processors of spec maskclip_pacl.md §6.4:
-``ProbBackground``, ``AreaBackground``, ``PAMR``. Thin wrappers over
-:mod:`wsss_mmseg.postprocess.background` and :mod:`wsss_mmseg.postprocess.pamr`; they take any
-class-wise maps (MaskCLIP logits / probabilities, CLIP-ES or PACL CAMs), batched ``(B, K, h, w)``
-or single ``(K, h, w)``.
+"""Registered dense post-processors of spec maskclip_pacl.md §6.4: MaskCLIP's ``KeySmoothing``
+and ``PromptDenoising`` (§1.5, §1.6), ``ProbBackground``, ``AreaBackground``, ``PAMR``. Thin wrappers
+over :mod:`wsss_mmseg.postprocess` (pure math); they take any class-wise maps (MaskCLIP logits /
+probabilities, CLIP-ES or PACL CAMs), batched ``(B, K, h, w)`` or single ``(K, h, w)``.
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -14,15 +13,95 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..postprocess.background import area_background, prob_background
+from ..postprocess.key_smoothing import key_smoothing
 from ..postprocess.pamr import pamr
+from ..postprocess.prompt_denoising import class_confidence, prompt_denoising
 
-__all__ = ['ProbBackground', 'AreaBackground', 'PAMR']
+__all__ = ['KeySmoothing', 'PromptDenoising', 'ProbBackground', 'AreaBackground', 'PAMR']
 
 
 def _batched(maps: Union[Tensor, np.ndarray]):
     maps = torch.as_tensor(maps)
     single = maps.dim() == 3
     return (maps[None] if single else maps), single
+
+
+@MODELS.register_module()
+class KeySmoothing:
+    """MaskCLIP key smoothing (spec §1.6) of any class-wise maps given last-layer keys.
+
+    ``out_i = sum_j W_ij P_j`` with ``P = softmax_c(scale * maps)`` (or ``P = maps`` with
+    ``apply_softmax=False``, e.g. for CAMs) and ``W`` the key cosine matrix (``key_norm='token'``)
+    or the official per-channel normalisation (``'legacy_dim1'``); only locations whose max class
+    probability is ``< thresh`` are replaced.
+
+    Args:
+        thresh: ``ks_thresh`` (1.0).
+        scale: Softmax inverse temperature (100).
+        key_norm: ``'token'`` or ``'legacy_dim1'``.
+        row_norm: ``None``, ``'l1'`` or ``'softmax'`` row normalisation of ``W``.
+        apply_softmax: Softmax over classes first (MaskCLIP) or smooth the maps as they are.
+    """
+
+    def __init__(self, thresh: float = 1.0, scale: float = 100.0, key_norm: str = 'token',
+                 row_norm: Optional[str] = None, apply_softmax: bool = True) -> None:
+        self.thresh = float(thresh)
+        self.scale = float(scale)
+        self.key_norm = key_norm
+        self.row_norm = row_norm
+        self.apply_softmax = bool(apply_softmax)
+        key_smoothing(torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), key_norm=key_norm, row_norm=row_norm)
+
+    def __call__(self, maps: Union[Tensor, np.ndarray], *, keys: Union[Tensor, np.ndarray]) -> Tensor:
+        """Smooth ``(K, h, w)`` or ``(B, K, h, w)`` maps.
+
+        Args:
+            maps: Class-wise maps on the key grid.
+            keys: ``(C, h, w)`` / ``(h*w, C)`` for unbatched maps, ``(B, C, h, w)`` / ``(B, h*w, C)``
+                for batched maps.
+
+        Returns:
+            Float32 tensor of the shape of ``maps``.
+        """
+        maps = torch.as_tensor(maps)
+        keys = torch.as_tensor(keys)
+        single = maps.dim() == 3
+        if single:
+            maps, keys = maps[None], keys[None]
+        out = key_smoothing(maps, keys, thresh=self.thresh, scale=self.scale, key_norm=self.key_norm,
+                            row_norm=self.row_norm, apply_softmax=self.apply_softmax)
+        return out[0] if single else out
+
+
+@MODELS.register_module()
+class PromptDenoising:
+    """MaskCLIP prompt denoising (spec §1.5): classes whose max-over-locations probability
+    (softmax over classes with ``scale``) is below ``thresh`` get ``fill`` logits everywhere.
+
+    Args:
+        thresh: ``pd_thresh`` (0.5).
+        scale: Softmax inverse temperature (100).
+        fill: Logit of removed classes (-100).
+    """
+
+    def __init__(self, thresh: float = 0.5, scale: float = 100.0, fill: float = -100.0) -> None:
+        if not 0.0 <= thresh <= 1.0:
+            raise ValueError(f'PromptDenoising thresh must be in [0, 1], got {thresh}.')
+        self.thresh = float(thresh)
+        self.scale = float(scale)
+        self.fill = float(fill)
+
+    def keep(self, logits: Tensor) -> Tensor:
+        """``(B, K)`` bool: the classes kept for each image of ``(B, K, h, w)`` logits."""
+        return class_confidence(logits, scale=self.scale) >= self.thresh
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        """Denoised ``(B, K, h, w)`` (or ``(K, h, w)``) logits, float32."""
+        logits = torch.as_tensor(logits)
+        single = logits.dim() == 3
+        out, _ = prompt_denoising(logits[None] if single else logits, thresh=self.thresh, scale=self.scale,
+                                  fill=self.fill)
+        return out[0] if single else out
 
 
 @MODELS.register_module()

@@ -33,11 +33,10 @@ from torch import Tensor
 from ..cam.clip_es import CLIP_MEAN, CLIP_STD, clip_es_input_size, resize_maps, unique_labels
 from ..cam.maskclip import cosine_logits, dense_features, merge_background
 from ..clip import CLIPResNet, CLIPViT, build_clip, get_tokenizer
-from ..postprocess.key_smoothing import key_smoothing
-from ..postprocess.prompt_denoising import class_confidence, prompt_denoising
 from ..text import class_embeddings, class_names as table_class_names, resolve_background
 from ..text.encoder import TextEmbeddingCache
 from ..clip.factory import DEFAULT_CLIP as _DEFAULT_CLIP
+from .dense_postprocessors import KeySmoothing, PromptDenoising  # noqa: F401  (registered there, re-exported)
 from .generators import resolve_device
 
 __all__ = ['MaskCLIPBackbone', 'MaskCLIPHead', 'MaskCLIPSegmentor', 'MaskCLIPGenerator', 'KeySmoothing',
@@ -82,85 +81,6 @@ def write_empty_checkpoint(path: Union[str, 'os.PathLike[str]']) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     torch.save({'state_dict': {}, 'meta': {'note': 'MaskCLIP is training-free: no weights to load'}}, path)
     return path
-
-
-# ----------------------------------------------------------------------------- post-processors
-@MODELS.register_module()
-class KeySmoothing:
-    """MaskCLIP key smoothing (spec §1.6) of any class-wise maps given last-layer keys.
-
-    ``out_i = sum_j W_ij P_j`` with ``P = softmax_c(scale * maps)`` (or ``P = maps`` with
-    ``apply_softmax=False``, e.g. for CAMs) and ``W`` the key cosine matrix (``key_norm='token'``)
-    or the official per-channel normalisation (``'legacy_dim1'``); only locations whose max class
-    probability is ``< thresh`` are replaced.
-
-    Args:
-        thresh: ``ks_thresh`` (1.0).
-        scale: Softmax inverse temperature (100).
-        key_norm: ``'token'`` or ``'legacy_dim1'``.
-        row_norm: ``None``, ``'l1'`` or ``'softmax'`` row normalisation of ``W``.
-        apply_softmax: Softmax over classes first (MaskCLIP) or smooth the maps as they are.
-    """
-
-    def __init__(self, thresh: float = 1.0, scale: float = 100.0, key_norm: str = 'token',
-                 row_norm: Optional[str] = None, apply_softmax: bool = True) -> None:
-        self.thresh = float(thresh)
-        self.scale = float(scale)
-        self.key_norm = key_norm
-        self.row_norm = row_norm
-        self.apply_softmax = bool(apply_softmax)
-        key_smoothing(torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), key_norm=key_norm, row_norm=row_norm)
-
-    def __call__(self, maps: Union[Tensor, np.ndarray], *, keys: Union[Tensor, np.ndarray]) -> Tensor:
-        """Smooth ``(K, h, w)`` or ``(B, K, h, w)`` maps.
-
-        Args:
-            maps: Class-wise maps on the key grid.
-            keys: ``(C, h, w)`` / ``(h*w, C)`` for unbatched maps, ``(B, C, h, w)`` / ``(B, h*w, C)``
-                for batched maps.
-
-        Returns:
-            Float32 tensor of the shape of ``maps``.
-        """
-        maps = torch.as_tensor(maps)
-        keys = torch.as_tensor(keys)
-        single = maps.dim() == 3
-        if single:
-            maps, keys = maps[None], keys[None]
-        out = key_smoothing(maps, keys, thresh=self.thresh, scale=self.scale, key_norm=self.key_norm,
-                            row_norm=self.row_norm, apply_softmax=self.apply_softmax)
-        return out[0] if single else out
-
-
-@MODELS.register_module()
-class PromptDenoising:
-    """MaskCLIP prompt denoising (spec §1.5): classes whose max-over-locations probability
-    (softmax over classes with ``scale``) is below ``thresh`` get ``fill`` logits everywhere.
-
-    Args:
-        thresh: ``pd_thresh`` (0.5).
-        scale: Softmax inverse temperature (100).
-        fill: Logit of removed classes (-100).
-    """
-
-    def __init__(self, thresh: float = 0.5, scale: float = 100.0, fill: float = -100.0) -> None:
-        if not 0.0 <= thresh <= 1.0:
-            raise ValueError(f'PromptDenoising thresh must be in [0, 1], got {thresh}.')
-        self.thresh = float(thresh)
-        self.scale = float(scale)
-        self.fill = float(fill)
-
-    def keep(self, logits: Tensor) -> Tensor:
-        """``(B, K)`` bool: the classes kept for each image of ``(B, K, h, w)`` logits."""
-        return class_confidence(logits, scale=self.scale) >= self.thresh
-
-    def __call__(self, logits: Tensor) -> Tensor:
-        """Denoised ``(B, K, h, w)`` (or ``(K, h, w)``) logits, float32."""
-        logits = torch.as_tensor(logits)
-        single = logits.dim() == 3
-        out, _ = prompt_denoising(logits[None] if single else logits, thresh=self.thresh, scale=self.scale,
-                                  fill=self.fill)
-        return out[0] if single else out
 
 
 def _build_post(cfg: Union[None, Mapping[str, Any], Any], kind: str) -> Any:
@@ -613,5 +533,3 @@ class MaskCLIPGenerator:
             out['cam_refined'] = resize_maps(refined, (h0, w0))
         return out
 
-
-from . import dense_postprocessors  # noqa: E402,F401  (registers ProbBackground, AreaBackground, PAMR)

@@ -6,428 +6,43 @@ Thin wrappers over :mod:`wsss_mmseg.pacl` (pure math):
   CLIP backbone (:class:`~wsss_mmseg.models.clip_encoders.FrozenCLIPImageEncoder`) and the frozen
   class text embeddings; ``predict`` = per-class patch-text cosine maps (whole/slide inference),
   ``loss`` = label-PACL (§3.8) and/or caption-PACL (§3.2) depending on ``loss_decode``.
-* :class:`PACLMultiLabelLoss`, :class:`PACLInfoNCELoss`, :class:`PACLDensePriorLoss`,
-  :class:`PACLNegativeSuppressionLoss` -- losses owning their learnable scale/bias.
-* :class:`PACLTokenBackbone` -- frozen CLIP ViT giving the token map e_v reads, from the last
-  block, layer L-1, or a locality-preserving last block (MaskCLIP/SCLIP/ClearCLIP/NACLIP surgery).
+* losses owning their learnable scale/bias (:mod:`wsss_mmseg.models.pacl_losses`, re-exported):
+  :class:`PACLMultiLabelLoss`, :class:`PACLContrastiveLabelLoss`, :class:`PACLInfoNCELoss`,
+  :class:`PACLDensePriorLoss`, :class:`PACLNegativeSuppressionLoss`.
+* :class:`PACLTokenBackbone` (:mod:`wsss_mmseg.models.pacl_backbone`, re-exported) -- frozen CLIP
+  ViT giving the token map e_v reads, from the last block, layer L-1, or a locality-preserving last
+  block (MaskCLIP/SCLIP/ClearCLIP/NACLIP surgery), optionally with stride-4 patches at test time.
 * :class:`PACLGenerator` -- pseudo-label source (``generate(img, label_ids)``) from a trained
   PACL segmentor checkpoint.
 """
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from torch import nn
 
-from ..clip import CLIPViT, get_tokenizer
+from ..clip import get_tokenizer
 from ..pacl.compat_fn import compatibility, patch_text_similarity
 from ..pacl.distributed import caption_compatibility
 from ..pacl.embedder import VisionEmbedder
-from ..pacl.losses import (clamp_log_scale_, clamped_scale, dense_prior_loss, multi_positive_contrastive_loss,
-                           multilabel_sigmoid_loss,
-                           negative_suppression_loss, symmetric_info_nce)
 from ..text import class_embeddings, class_names as table_class_names
 from .clip_encoders import _DEFAULT_CLIP, build_clip_from_cfg
 from .generators import resolve_device
+from .pacl_backbone import TOKEN_SOURCES, PACLTokenBackbone  # noqa: F401  (re-exported)
+from .pacl_losses import (PACLContrastiveLabelLoss, PACLDensePriorLoss, PACLInfoNCELoss,  # noqa: F401
+                          PACLMultiLabelLoss, PACLNegativeSuppressionLoss)
 
 __all__ = ['PACLTokenBackbone', 'PACLHead', 'PACLMultiLabelLoss', 'PACLContrastiveLabelLoss', 'PACLInfoNCELoss',
            'PACLDensePriorLoss', 'PACLNegativeSuppressionLoss', 'PACLGenerator']
 
 INPUT_NORMS = ('ln_post', 'none')
 INITS = ('clip_proj', 'random')
-#: Token sources of :class:`PACLTokenBackbone`: plain blocks, or a last-block surgery mode.
-TOKEN_SOURCES = ('last', 'penultimate', 'maskclip', 'sclip', 'clearclip', 'naclip')
-
-
-# ---------------------------------------------------------------------------------- backbone
-@MODELS.register_module()
-class PACLTokenBackbone(BaseModule):
-    """Frozen CLIP ViT returning the patch-token map that PACL's e_v reads: ``((B, D, h, w),)``.
-
-    Tokens are block outputs *before* ``ln_post`` (the head applies its frozen copy):
-
-    * ``'last'`` -- output of the last block (the paper's f_v);
-    * ``'penultimate'`` -- output of block L-1 (spec §3.8 pitfall 4: last-layer tokens carry
-      global information);
-    * ``'maskclip' | 'sclip' | 'clearclip' | 'naclip'`` -- the last block run with that
-      locality-preserving attention surgery (:func:`wsss_mmseg.cam.maskclip.last_block_surgery`,
-      each mode's residual/FFN defaults unless ``surgery_residual``/``surgery_ffn`` are given).
-
-    Inputs of any size (zero-padded right/bottom to the patch size, padded patches cropped).
-    The CLIP model is not a registered submodule: it moves with the backbone but stays out of
-    ``state_dict()``, so checkpoints hold only the trained head.
-
-    Args:
-        clip: ``build_clip`` arguments.
-        token_source: One of :data:`TOKEN_SOURCES`.
-        surgery_residual: Keep the last block's residual in a surgery mode (None = mode default).
-        surgery_ffn: Keep the last block's FFN in a surgery mode (None = mode default).
-        sigma: NACLIP Gaussian std (patches).
-        pos_interp: Positional-table interpolation.
-        test_patch_stride: Stride of the patch embedding in eval mode (spec §3.4: 4 -> overlapping
-            patches, positional table interpolated to the ``ceil(H/4) x ceil(W/4)`` grid, 16x the
-            tokens); ``None`` = the patch size. Training always uses the patch size.
-        init_cfg: Unused.
-    """
-
-    def __init__(self, *, clip: Optional[dict] = None, token_source: str = 'last',
-                 surgery_residual: Optional[bool] = None, surgery_ffn: Optional[bool] = None,
-                 sigma: float = 5.0, pos_interp: str = 'bicubic', test_patch_stride: Optional[int] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        if token_source not in TOKEN_SOURCES:
-            raise ValueError(f'token_source must be one of {TOKEN_SOURCES}, got {token_source!r}')
-        model = build_clip_from_cfg(clip)
-        if not (hasattr(model.visual, 'transformer') and hasattr(model.visual, 'conv1')):
-            raise ValueError('PACLTokenBackbone needs a CLIP ViT (patch tokens)')
-        tower = CLIPViT(model.visual, pos_interp=pos_interp)
-        if token_source == 'penultimate' and tower.num_layers < 2:
-            raise ValueError("token_source='penultimate' needs a ViT with at least 2 blocks")
-        object.__setattr__(self, '_tower', tower)  # not a submodule: not in state_dict()
-        self.token_source = token_source
-        self.surgery = dict(residual=surgery_residual, ffn=surgery_ffn, sigma=float(sigma))
-        self.patch_size = tower.patch_size
-        if test_patch_stride is not None and not 1 <= int(test_patch_stride) <= tower.patch_size:
-            raise ValueError(f'test_patch_stride must be in [1, {tower.patch_size}] (the patch size), '
-                             f'got {test_patch_stride}')
-        self.test_patch_stride = None if test_patch_stride is None else int(test_patch_stride)
-        self.width = tower.width
-        self.is_vit = True
-        if token_source not in ('last', 'penultimate'):
-            from ..cam.maskclip import resolve_surgery
-            resolve_surgery(token_source, residual=surgery_residual, ffn=surgery_ffn)
-
-    @property
-    def tower(self) -> CLIPViT:
-        """The wrapped frozen tower."""
-        return self._tower
-
-    @property
-    def stride(self) -> int:
-        """Input pixels per token-grid cell (the test patch stride in eval mode)."""
-        if not self.training and self.test_patch_stride is not None:
-            return self.test_patch_stride
-        return self.patch_size
-
-    def _strided_tokens(self, images: torch.Tensor, stride: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Block outputs of overlapping patches (spec §3.4): ``((B, 1 + N, D), grid)``."""
-        from ..clip.vit import block_forward
-        from ..pacl.strided import strided_patch_embed
-        vit = self._tower
-        visual = vit.visual
-        x, grid = strided_patch_embed(images, visual.conv1.weight, visual.conv1.bias, stride=stride)
-        cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + vit.pos_embed(grid, device=x.device).to(x.dtype)
-        x = visual.ln_pre(x)
-        n = vit.num_layers
-        run = n - 1 if self.token_source != 'last' else n
-        for i in range(run):
-            x, _ = block_forward(vit.blocks[i], x)
-        if self.token_source in ('last', 'penultimate'):  # output of block L, or of block L-1
-            return x, grid
-        from ..cam.maskclip import last_block_surgery
-        tokens, _ = last_block_surgery(vit.blocks[-1], x, mode=self.token_source, residual=self.surgery['residual'],
-                                       ffn=self.surgery['ffn'], grid=grid, sigma=self.surgery['sigma'])
-        return tokens, grid
-
-    def _apply(self, fn, recurse: bool = True):  # noqa: D401 - torch internal hook
-        """Also move/cast the hidden CLIP tower."""
-        self._tower._apply(fn)
-        return super()._apply(fn, recurse)
-
-    def train(self, mode: bool = True) -> 'PACLTokenBackbone':
-        """The tower stays in eval mode."""
-        super().train(mode)
-        self._tower.eval()
-        return self
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
-        """``((B, D, h, w),)`` token map of normalised images ``(B, 3, H, W)``."""
-        if self.stride != self.patch_size:
-            tokens, (gh, gw) = self._strided_tokens(images, self.stride)
-            b, _, c = tokens.shape
-            return (tokens[:, 1:, :].transpose(1, 2).reshape(b, c, gh, gw).contiguous(),)
-        h, w = images.shape[-2:]
-        s = self.patch_size
-        gh, gw = -(-h // s), -(-w // s)
-        images = F.pad(images, (0, gw * s - w, 0, gh * s - h))
-        vit = self._tower
-        if self.token_source == 'last':
-            tokens = vit.forward_features(images, out_layers=(-1,))['tokens'][-1]
-        elif self.token_source == 'penultimate':
-            tokens = vit.forward_features(images, out_layers=(-2,))['tokens'][-2]
-        else:
-            from ..cam.maskclip import last_block_surgery
-            feats = vit.forward_features(images, stop_before_last=True)
-            tokens, _ = last_block_surgery(vit.blocks[-1], feats['pre_last'], mode=self.token_source,
-                                           residual=self.surgery['residual'], ffn=self.surgery['ffn'],
-                                           grid=(gh, gw), sigma=self.surgery['sigma'])
-        b, _, c = tokens.shape
-        return (tokens[:, 1:, :].transpose(1, 2).reshape(b, c, gh, gw).contiguous(),)
-
-
-# ------------------------------------------------------------------------------------ losses
-class _LearnableScalar(nn.Module):
-    """Holds a scalar as a parameter (learnable) or a buffer (fixed)."""
-
-    def __init__(self, name: str, value: float, learnable: bool) -> None:
-        super().__init__()
-        tensor = torch.tensor(float(value))
-        if learnable:
-            self.register_parameter(name, nn.Parameter(tensor))
-        else:
-            self.register_buffer(name, tensor)
-
-
-@MODELS.register_module()
-class PACLMultiLabelLoss(nn.Module):
-    """Label-PACL loss (§3.8 a): ``sum_c BCE(sigma(phi_c * scale + bias), y_c)``, mean over images.
-
-    Absent classes are negatives; with ``use_background`` the head's background prompts are
-    always-negative classes. Scale (stored as its log) and bias are learnable.
-
-    Args:
-        init_scale: Initial logit scale (SigLIP: 10).
-        init_bias: Initial logit bias (SigLIP: -10).
-        learnable: Learn scale and bias (else fixed).
-        use_background: Add the background prompts as negatives.
-        background_weight: Weight of the background terms.
-        loss_weight: Multiplier of the loss.
-        loss_name: Key in the loss dict (must start with ``loss_``).
-    """
-
-    kind = 'label'
-
-    def __init__(self, *, init_scale: float = 10.0, init_bias: float = -10.0, learnable: bool = True,
-                 use_background: bool = True, background_weight: float = 1.0, loss_weight: float = 1.0,
-                 loss_name: str = 'loss_pacl_label') -> None:
-        super().__init__()
-        if not init_scale > 0:
-            raise ValueError(f'init_scale must be > 0, got {init_scale}')
-        self.params = _LearnableScalar('log_scale', math.log(init_scale), learnable)
-        self.bias_holder = _LearnableScalar('bias', init_bias, learnable)
-        self.use_background = bool(use_background)
-        self.background_weight = float(background_weight)
-        self.loss_weight = float(loss_weight)
-        self._loss_name = loss_name
-
-    @property
-    def scale(self) -> torch.Tensor:
-        """Current logit scale."""
-        return self.params.log_scale.exp()
-
-    @property
-    def bias(self) -> torch.Tensor:
-        """Current logit bias."""
-        return self.bias_holder.bias
-
-    def forward(self, phi: torch.Tensor, targets: torch.Tensor,
-                phi_background: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Weighted loss from ``phi (B, C)``, ``targets (B, C)`` and optional ``phi_background (B, M)``."""
-        bg = phi_background if self.use_background else None
-        return self.loss_weight * multilabel_sigmoid_loss(
-            phi, targets, scale=self.scale, bias=self.bias, phi_background=bg,
-            background_weight=self.background_weight)
-
-    @property
-    def loss_name(self) -> str:
-        """Loss dict key."""
-        return self._loss_name
-
-
-@MODELS.register_module()
-class PACLInfoNCELoss(nn.Module):
-    """Caption-PACL loss (§3.2): symmetric InfoNCE on the ``B x B`` compatibility matrix.
-
-    Args:
-        init_logit_scale: Initial ``1 / tau`` (CLIP: 100).
-        max_logit_scale: Clamp of the scale (CLIP: 100), or None.
-        learnable: Learn the scale (``False`` with ``init_logit_scale=1/0.07`` = fixed tau 0.07).
-        noun_prompt_prob: Spec §3.3 text augmentation in training: with this probability a caption is
-            replaced by one of its nouns in a random template of ``noun_templates``
-            (:func:`wsss_mmseg.pacl.caption_nouns.noun_prompt`; 0 = captions only).
-        noun_templates: Template set name or list (the 7 CLIP templates, ``'pacl7'``).
-        loss_weight: Multiplier of the loss.
-        loss_name: Key in the loss dict.
-    """
-
-    kind = 'caption'
-
-    def __init__(self, *, init_logit_scale: float = 100.0, max_logit_scale: Optional[float] = 100.0,
-                 learnable: bool = True, noun_prompt_prob: float = 0.0,
-                 noun_templates: Union[str, Sequence[str]] = 'pacl7', loss_weight: float = 1.0,
-                 loss_name: str = 'loss_pacl_nce') -> None:
-        super().__init__()
-        if not init_logit_scale > 0:
-            raise ValueError(f'init_logit_scale must be > 0, got {init_logit_scale}')
-        if not 0.0 <= float(noun_prompt_prob) <= 1.0:
-            raise ValueError(f'noun_prompt_prob must be in [0, 1], got {noun_prompt_prob}')
-        self.noun_prompt_prob = float(noun_prompt_prob)
-        self.noun_templates = None
-        self.noun_vocabulary = None
-        if self.noun_prompt_prob > 0:
-            from ..pacl.caption_nouns import default_noun_vocabulary
-            from ..text.encoder import resolve_templates
-            self.noun_templates = list(resolve_templates(noun_templates))
-            self.noun_vocabulary = default_noun_vocabulary()
-        self.params = _LearnableScalar('log_scale', math.log(init_logit_scale), learnable)
-        self.max_logit_scale = max_logit_scale
-        self.loss_weight = float(loss_weight)
-        self._loss_name = loss_name
-
-    @property
-    def scale(self) -> torch.Tensor:
-        """Current logit scale, capped at ``max_logit_scale`` (value for logging)."""
-        return clamped_scale(self.params.log_scale, max_scale=self.max_logit_scale)
-
-    def forward(self, phi: torch.Tensor) -> torch.Tensor:
-        """Weighted loss of a ``(B_rows, B)`` compatibility matrix (image rows, caption columns).
-
-        The learnable log scale is first clamped in place to ``log(max_logit_scale)`` (what
-        CLIP does after each optimiser step); the loss then uses ``exp(log_scale)`` without a
-        clamp in the graph, so the gradient never vanishes on the bound.
-        """
-        log_scale = self.params.log_scale
-        if isinstance(log_scale, nn.Parameter):
-            clamp_log_scale_(log_scale, max_scale=self.max_logit_scale)
-            scale = log_scale.exp()
-        else:
-            scale = clamped_scale(log_scale, max_scale=self.max_logit_scale)
-        return self.loss_weight * symmetric_info_nce(phi, logit_scale=scale)
-
-    @property
-    def loss_name(self) -> str:
-        """Loss dict key."""
-        return self._loss_name
-
-
-@MODELS.register_module()
-class PACLContrastiveLabelLoss(nn.Module):
-    """Contrastive label-PACL (§3.8 b): image->class softmax with multiple positives plus
-    class->image SupCon over the batch (:func:`~wsss_mmseg.pacl.losses.multi_positive_contrastive_loss`).
-
-    The logit scale is learnable with CLIP's rule (clamped in place to ``max_logit_scale``).
-
-    Args:
-        init_logit_scale: Initial scale.
-        max_logit_scale: Bound of the scale, or None.
-        learnable: Learn the scale.
-        use_background: The head's background prompts are extra negatives of every image.
-        loss_weight: Multiplier.
-        loss_name: Key in the loss dict.
-    """
-
-    kind = 'contrast'
-
-    def __init__(self, *, init_logit_scale: float = 10.0, max_logit_scale: Optional[float] = 100.0,
-                 learnable: bool = True, use_background: bool = True, loss_weight: float = 1.0,
-                 loss_name: str = 'loss_pacl_contrast') -> None:
-        super().__init__()
-        if not init_logit_scale > 0:
-            raise ValueError(f'init_logit_scale must be > 0, got {init_logit_scale}')
-        self.params = _LearnableScalar('log_scale', math.log(init_logit_scale), learnable)
-        self.max_logit_scale = max_logit_scale
-        self.use_background = bool(use_background)
-        self.loss_weight = float(loss_weight)
-        self._loss_name = loss_name
-
-    @property
-    def scale(self) -> torch.Tensor:
-        """Current logit scale (capped, for logging)."""
-        return clamped_scale(self.params.log_scale, max_scale=self.max_logit_scale)
-
-    def forward(self, phi: torch.Tensor, targets: torch.Tensor,
-                phi_background: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Weighted loss from ``phi (B, C)``, ``targets (B, C)`` and optional ``phi_background (B, M)``."""
-        log_scale = self.params.log_scale
-        if isinstance(log_scale, nn.Parameter):
-            clamp_log_scale_(log_scale, max_scale=self.max_logit_scale)
-            scale = log_scale.exp()
-        else:
-            scale = clamped_scale(log_scale, max_scale=self.max_logit_scale)
-        bg = phi_background if self.use_background else None
-        return self.loss_weight * multi_positive_contrastive_loss(phi, targets, scale=scale, phi_background=bg)
-
-    @property
-    def loss_name(self) -> str:
-        """Loss dict key."""
-        return self._loss_name
-
-
-@MODELS.register_module()
-class PACLDensePriorLoss(nn.Module):
-    """Dense prior (§3.8 c): CE of ``softmax_c(S_c(i) / tau_s)`` vs another generator's label map.
-
-    The label map is the data sample's ``gt_sem_seg`` (e.g. MaskCLIP / CLIP-ES pseudo masks loaded
-    with ``LoadPseudoLabel``: 0 background, ``c + 1`` class c, 255 ignore); per image only the
-    classes of its label set plus background compete. Confidence filtering happens when the masks
-    are made (``PseudoMaskMaker(ignore_below=...)``: low-confidence pixels are 255).
-
-    Args:
-        temperature: ``tau_s`` of the class softmax over cosines.
-        loss_weight: Weight (spec: 0.1-1).
-        ignore_index: Ignored label.
-        loss_name: Key in the loss dict.
-    """
-
-    kind = 'dense'
-
-    def __init__(self, *, temperature: float = 0.01, loss_weight: float = 0.1, ignore_index: int = 255,
-                 loss_name: str = 'loss_pacl_dense') -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f'temperature must be > 0, got {temperature}')
-        self.temperature = float(temperature)
-        self.loss_weight = float(loss_weight)
-        self.ignore_index = int(ignore_index)
-        self._loss_name = loss_name
-
-    def forward(self, cosines: torch.Tensor, target: torch.Tensor, allowed: Optional[torch.Tensor]) -> torch.Tensor:
-        """``cosines (B, K, H, W)``, ``target (B, H, W)``, ``allowed (B, K)`` -> weighted loss."""
-        return self.loss_weight * dense_prior_loss(cosines / self.temperature, target, allowed=allowed,
-                                                   ignore_index=self.ignore_index)
-
-    @property
-    def loss_name(self) -> str:
-        """Loss dict key."""
-        return self._loss_name
-
-
-@MODELS.register_module()
-class PACLNegativeSuppressionLoss(nn.Module):
-    """Negative suppression (§3.8 d): mean top-k patch cosine of the classes absent from the image.
-
-    Args:
-        top_k: Patches averaged per absent class.
-        loss_weight: Weight.
-        loss_name: Key in the loss dict.
-    """
-
-    kind = 'suppress'
-
-    def __init__(self, *, top_k: int = 1, loss_weight: float = 0.1, loss_name: str = 'loss_pacl_neg') -> None:
-        super().__init__()
-        self.top_k = int(top_k)
-        self.loss_weight = float(loss_weight)
-        self._loss_name = loss_name
-
-    def forward(self, similarity: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """``similarity (B, C, T)``, ``targets (B, C)`` -> weighted loss."""
-        return self.loss_weight * negative_suppression_loss(similarity, targets, top_k=self.top_k)
-
-    @property
-    def loss_name(self) -> str:
-        """Loss dict key."""
-        return self._loss_name
 
 
 # -------------------------------------------------------------------------------------- head
