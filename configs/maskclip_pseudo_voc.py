@@ -38,6 +38,7 @@ generator = dict(
     mode='maskclip',
     key_smoothing=dict(type='KeySmoothing', thresh=1.0, scale=100.0, key_norm='token'),
     caa=None,                     # or dict(type='CAA', box_threshold=0.4, attn_layers=8)
+    pamr=None,                    # or dict(type='PAMR', iters=10, dilations=(8, 16)) (spec §5.3/§6.4)
     legacy_imagenet_norm=False,
     max_side=1024,
     device='auto')

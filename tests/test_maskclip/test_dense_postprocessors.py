@@ -116,3 +116,28 @@ def test_probbg_config_builds(tiny_clip_path):
     cfg.model.decode_head.templates = 'single'
     model = MODELS.build(cfg.model)
     assert model.decode_head.num_classes == 21
+
+
+def test_maskclip_generator_chains_pamr_last(tiny_clip_path):
+    from mmengine.registry import init_default_scope
+
+    from wsss_mmseg.cam.clip_es import resize_maps
+    init_default_scope('mmseg')
+    base = dict(type='MaskCLIPGenerator', clip=dict(model_name=None, pretrained=tiny_clip_path),
+                class_table='voc20', text_table='voc20_readable', templates='single', background='clip_es',
+                device='cpu')
+    img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    plain = MODELS.build(base)
+    with_pamr = MODELS.build(dict(base, pamr=dict(iters=2, dilations=(1, 2))))
+    out = with_pamr.generate(img, [3, 7])
+    # reference: PAMR (pinned against numpy above) on the patch-grid CAM with the network input
+    x = plain.preprocess(img)
+    from wsss_mmseg.cam.maskclip import cosine_logits, vit_dense_features
+    with torch.no_grad():
+        feats = vit_dense_features(plain.tower, x)
+        logits = cosine_logits(feats['dense'], torch.cat([plain.fg_text[[3, 7]], plain.bg_text]))
+        prob = (100.0 * logits).softmax(1)[0, :2]
+        cam = prob / prob.flatten(1).amax(1)[:, None, None]
+        ref = MODELS.build(dict(type='PAMR', iters=2, dilations=(1, 2)))(cam, image=x).clamp(0, 1)
+    np.testing.assert_allclose(out['cam_refined'], resize_maps(ref, (40, 56)), atol=1e-5)
+    assert out['cam_refined'].shape == (2, 40, 56)

@@ -420,6 +420,8 @@ class MaskCLIPGenerator:
             (:class:`MaskCLIPBackbone`).
         key_smoothing: ``None`` or a ``KeySmoothing`` config.
         caa: ``None`` or a ``CAA`` config (ViT only; attention of the last ``attn_layers`` blocks).
+        pamr: ``None`` or a ``PAMR`` config (spec §5.3/§6.4): refines the (KS / CAA refined, else the
+            plain) maps with the network input image, last in the chain.
         legacy_imagenet_norm: ImageNet mean/std instead of CLIP's.
         device: torch device or ``'auto'``.
         max_side: Cap of the longer network-input side (None: no cap).
@@ -434,6 +436,7 @@ class MaskCLIPGenerator:
                  ffn: Optional[bool] = None, sigma: Optional[float] = None,
                  legacy_maskclip_keys: Optional[bool] = None, pos_embed: Optional[bool] = None,
                  key_smoothing: Optional[Mapping[str, Any]] = None, caa: Optional[Mapping[str, Any]] = None,
+                 pamr: Optional[Mapping[str, Any]] = None,
                  legacy_imagenet_norm: bool = False, device: str = 'auto', max_side: Optional[int] = 1024,
                  pos_interp: str = 'bicubic') -> None:
         if cam_norm not in ('max', 'minmax', 'none'):
@@ -463,6 +466,7 @@ class MaskCLIPGenerator:
         self.cam_norm = cam_norm
         self.ks = _build_post(key_smoothing, 'KeySmoothing')
         self.caa = _build_post(caa, 'CAA')
+        self.pamr = _build_post(pamr, 'PAMR')
         if self.caa is not None and not isinstance(self.tower, CLIPViT):
             raise ValueError('caa needs attention maps: it applies to ViT CLIPs only (this one is a ResNet).')
         self.mean = IMAGENET_MEAN_255 if legacy_imagenet_norm else CLIP_MEAN_255
@@ -529,6 +533,9 @@ class MaskCLIPGenerator:
         if self.caa is not None:
             base = refined if refined is not None else cam
             refined = torch.as_tensor(self.caa(base.float(), attn=[a[0] for a in feats['attn']]))
+        if self.pamr is not None:  # at the network input size (PAMR is invariant to the normalisation)
+            base = refined if refined is not None else cam
+            refined = self.pamr(base.float(), image=x).clamp(0.0, 1.0)
         if refined is not None:
             out['cam_refined'] = resize_maps(refined, (h0, w0))
         return out
