@@ -54,21 +54,29 @@ def _register_sampler() -> None:
     from mmseg.registry import MODELS
 
     @MODELS.register_module(name='BenchSamplingGenerator', force=True)
-    class SamplingGenerator:
-        """Wraps a generator; records (images, seconds, RSS) every ``every`` calls."""
+    from wsss_mmseg.generators import PseudoLabelGenerator
+
+    class SamplingGenerator(PseudoLabelGenerator):
+        """Wraps a generator; records (images, seconds, RSS) every ``every`` images."""
 
         def __init__(self, inner: Dict[str, Any], every: int) -> None:
             self.inner = MODELS.build(inner)
-            self.class_names = self.inner.class_names
+            self._class_names = self.inner.class_names
+            self.max_side = getattr(self.inner, 'max_side', None)
+            self.batch_size = getattr(self.inner, 'batch_size', 1)
             self.every = int(every)
             self.calls = 0
             _SAMPLES.append(dict(images=0, t=time.perf_counter(), rss=rss_mib()))
 
-        def generate(self, img: np.ndarray, label_ids: List[int]) -> Dict[str, Any]:
-            out = self.inner.generate(img, label_ids)
-            self.calls += 1
-            if self.calls % self.every == 0:
-                _SAMPLES.append(dict(images=self.calls, t=time.perf_counter(), rss=rss_mib()))
+        def input_preparer(self):
+            return self.inner.input_preparer()
+
+        def generate(self, items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+            out = self.inner.generate(items)
+            for _ in items:
+                self.calls += 1
+                if self.calls % self.every == 0:
+                    _SAMPLES.append(dict(images=self.calls, t=time.perf_counter(), rss=rss_mib()))
             return out
 
 

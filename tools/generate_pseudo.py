@@ -21,10 +21,19 @@ Output (``--work-dir``, default ``<cfg.work_dir>/pseudo`` or
     cams/<id>.npy         with --save-cams: dict(keys, cam, cam_refined, attn_highres)
     summary.json, failures.txt, eval.json / eval.md / eval_iou.png (with GT masks)
 
-Rerunning the same command resumes: images whose files all exist are skipped.
-The exit status is 1 when any image failed (they are listed, and kept in
-failures.txt), 2 when the job stopped because an output could not be written
-(disk full, ...) or another job holds the work dir's lock, 0 otherwise.
+Rerunning the same command resumes: images whose outputs were made with the same
+settings (and are intact) are skipped; a work dir made with other settings is refused,
+``--no-resume`` moves its outputs to ``superseded/`` and recomputes everything.
+
+Exit statuses (for schedulers):
+  0    all images done
+  1    the job completed but some images (or their evaluation) failed: listed, and kept
+       in failures.txt / summary.json; rerunning retries only those
+  2    stopped: an output could not be written (disk full, ...) or another job holds
+       the work dir's lock; rerun to resume
+  3    bad config, option or arguments, or a work dir holding other settings (before
+       any image was processed)
+  130  interrupted (Ctrl-C / SIGINT); rerun to resume
 
 Image-level label sources (``pseudo_dataset``):
 
@@ -79,6 +88,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. pseudo_dataset.labels=x.json '
                         'generator.device=cuda')
+    parser.add_argument('--report', action='store_true',
+                        help='also write the HTML inspection report (<work-dir>/report/index.html)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torch.distributed.launch passes --local_rank (older) / --local-rank (newer)
@@ -98,23 +109,29 @@ def default_work_dir(cfg, config_path: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the job; returns the exit status (1 if any image failed)."""
+    """Run the job; returns the exit status (see the module docstring)."""
     args = parse_args(argv)
+    print(f'generate_pseudo: loading {args.config}', file=sys.stderr, flush=True)
     import torch
     from mmengine.config import Config
     from mmengine.dist import get_dist_info, init_dist
     from mmengine.logging import MMLogger
 
     import wsss_mmseg  # noqa: F401  (registers components, applies compat fixes)
-    import wsss_mmseg.datasets  # noqa: F401  (label sources, if not imported above)
-    import wsss_mmseg.models.generators  # noqa: F401  (CLIPESGenerator, PseudoMaskMaker)
-    import wsss_mmseg.models.postprocessors  # noqa: F401  (DenseCRF, CAA)
-    from wsss_mmseg.pseudo.job import (OutputWriteError, WorkDirLockedError, check_writable,
-                                       run_pseudo_job, summarize_failures)
+    from wsss_mmseg.pseudo.job import run_pseudo_job, summarize_failures
+    from wsss_mmseg.pseudo.workdir import (EXIT_CONFIG, EXIT_FAILED_IMAGES, EXIT_INTERRUPTED, EXIT_OK,
+                                           EXIT_WRITE, OutputWriteError, PseudoConfigError,
+                                           WorkDirLockedError, check_writable)
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    try:
+        cfg = Config.fromfile(args.config)
+        if args.cfg_options is not None:
+            cfg.merge_from_dict(args.cfg_options)
+        if args.report:
+            cfg.merge_from_dict(dict(pseudo_job=dict(report=True)))
+    except Exception as exc:  # noqa: BLE001 - a config that cannot be read
+        print(f'error: cannot read the config {args.config}: {type(exc).__name__}: {exc}', file=sys.stderr)
+        return EXIT_CONFIG
     work_dir = args.work_dir or default_work_dir(cfg, args.config)
 
     if args.launcher != 'none':
@@ -122,7 +139,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         init_dist(args.launcher, backend=backend)
     rank, _ = get_dist_info()
 
-    check_writable(work_dir)  # a clear error naming the folder, before anything else
+    try:
+        check_writable(work_dir)  # a clear error naming the folder, before anything else
+    except OSError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return EXIT_WRITE
     logger = MMLogger.get_instance(
         f'wsss_pseudo_{datetime.datetime.now():%Y%m%d_%H%M%S_%f}',
         log_file=osp.join(work_dir, 'pseudo.log'), log_level='INFO',
@@ -130,15 +151,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         summary = run_pseudo_job(cfg, work_dir=work_dir, save_cams=args.save_cams,
                                  resume=not args.no_resume, logger=logger)
+    except PseudoConfigError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return EXIT_CONFIG
     except (WorkDirLockedError, OutputWriteError) as exc:
         print(f'error: {exc}', file=sys.stderr)
-        return 2
+        return EXIT_WRITE
+    except PermissionError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return EXIT_WRITE
+    except KeyboardInterrupt:
+        print('interrupted: finished images are kept; rerun the same command to resume', file=sys.stderr)
+        return EXIT_INTERRUPTED
     failures = summary.get('failures') or []
-    if failures:
+    eval_failures = summary.get('evaluation_failures') or []
+    if failures or eval_failures:
         if rank == 0:
-            print(summarize_failures(failures), file=sys.stderr)
-        return 1
-    return 0
+            if failures:
+                print(summarize_failures(failures), file=sys.stderr)
+            if eval_failures:
+                print(f'{len(eval_failures)} evaluation failure(s) (GT masks): see eval.json', file=sys.stderr)
+        return EXIT_FAILED_IMAGES
+    return EXIT_OK
 
 
 if __name__ == '__main__':

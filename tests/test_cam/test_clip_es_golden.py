@@ -239,7 +239,7 @@ def test_registered_generator_and_mask_maker_reproduce_official_files(tiny_weigh
     im = manifest['images'][0]
     g = _golden(im['id'])
     labels = [gen.class_names.index(n) for n in im['labels']]
-    res = gen.generate(g['image'], labels)
+    res = gen.generate_image(g['image'], labels)
     np.testing.assert_array_equal(res['keys'], g['official']['keys'])
     assert _maxdiff(res['cam_refined'].astype(np.float16), g['official']['attn_highres']) <= 1e-3
     mask, conf = maker(res, g['image'])

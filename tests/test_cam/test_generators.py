@@ -32,7 +32,7 @@ def test_generator_generate(generator):
     assert isinstance(generator, CLIPESGenerator)
     assert len(generator.class_names) == 20 and generator.class_names[14] == 'person'
     img = _image()
-    out = generator.generate(img, [14, 11, 14])
+    out = generator.generate_image(img, [14, 11, 14])
     assert set(out) == {'keys', 'cam', 'cam_refined'}
     assert out['keys'].tolist() == [14, 11]
     for key in ('cam', 'cam_refined'):
@@ -42,9 +42,9 @@ def test_generator_generate(generator):
     ref = generator.cam(generator.cam.preprocess(img), [14, 11], img.shape[:2])
     np.testing.assert_array_equal(out['cam_refined'], ref['cam_refined'])
     with pytest.raises(ValueError):
-        generator.generate(img, [])
+        generator.generate_image(img, [])
     with pytest.raises(ValueError):
-        generator.generate(img.astype(np.float32), [1])
+        generator.generate_image(img.astype(np.float32), [1])
 
 
 def test_generator_config_errors(weights):
@@ -56,14 +56,14 @@ def test_generator_config_errors(weights):
 
 def test_generator_without_caa(weights):
     g = CLIPESGenerator(clip=dict(model_name=None, pretrained=weights), caa=False)
-    out = g.generate(_image(), [0])
+    out = g.generate_image(_image(), [0])
     assert set(out) == {'keys', 'cam'}
 
 
 def test_pseudo_mask_maker_without_and_with_crf(generator):
     from wsss_mmseg.pseudo.mask import make_pseudo_mask
     img = _image(seed=1)
-    res = generator.generate(img, [2, 7])
+    res = generator.generate_image(img, [2, 7])
     maker = MODELS.build(dict(type='PseudoMaskMaker', bg_power=2))
     mask, conf = maker(res, img)
     ref_mask, ref_conf = make_pseudo_mask(res['cam_refined'], res['keys'], bg_power=2)
@@ -107,7 +107,7 @@ def test_generator_downscales_very_large_images(weights):
     img = _image(h=90, w=600)  # longer side 600 > 128: network input capped, maps at full size
     x = gen.cam.preprocess(img)
     assert max(x.shape[-2:]) <= 128 + 15 and x.shape[-1] % 16 == 0
-    out = gen.generate(img, [3])
+    out = gen.generate_image(img, [3])
     assert out['cam'].shape == (1, 90, 600) and out['cam_refined'].shape == (1, 90, 600)
 
 

@@ -111,7 +111,7 @@ def test_generator_merges_the_listed_rounds(tmp_path):
                            **common))
     ref = MODELS.build(dict(type='ClassifierCAMGenerator', checkpoint=[str(p) for p in paths], **common))
     img = np.random.default_rng(0).integers(0, 255, (*CROP, 3), dtype=np.uint8)
-    a, b = ae.generate(img, [2, 7]), ref.generate(img, [2, 7])
+    a, b = ae.generate_image(img, [2, 7]), ref.generate_image(img, [2, 7])
     assert len(ae.models) == 2
     np.testing.assert_array_equal(np.asarray(a['cam']), np.asarray(b['cam']))
     with pytest.raises(ValueError, match='remove checkpoint='):

@@ -134,12 +134,12 @@ def test_generator_argument_errors(tmp_path):
                                  method='gradcam', target_layer='backbone.layer4', device='cpu',
                                  scales=(1.0, 0.5))
     img = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    res = gen.generate(img, [2, 0])
+    res = gen.generate_image(img, [2, 0])
     assert res['keys'].tolist() == [2, 0] and res['cam'].shape == (2, 40, 50)
     assert res['cam'].dtype == np.float32 and res['cam_refined'] is None
-    again = gen.generate(img, [2, 0])
+    again = gen.generate_image(img, [2, 0])
     assert again['cam'].tobytes() == res['cam'].tobytes()
     with pytest.raises(ValueError, match='out of range'):
-        gen.generate(img, [3])
+        gen.generate_image(img, [3])
     with pytest.raises(ValueError, match='uint8'):
-        gen.generate(img.astype(np.float32), [0])
+        gen.generate_image(img.astype(np.float32), [0])

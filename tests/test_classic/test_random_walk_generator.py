@@ -40,7 +40,7 @@ def test_random_walk_on_clip_es_maps(parts):
                             device='cpu'))
     assert gen.class_names == gen.base.class_names and len(gen.class_names) == 20
     img = np.random.RandomState(0).randint(0, 256, (45, 60, 3)).astype(np.uint8)
-    out = gen.generate(img, [14, 11])
+    out = gen.generate_image(img, [14, 11])
     ref = (getattr(gen.base, 'generate_image', None) or gen.base.generate)(img, [14, 11])
     np.testing.assert_array_equal(out['cam'], ref['cam'])  # the base's own maps are kept
     assert out['cam_refined'].shape == (2, 45, 60) and out['cam_refined'].dtype == np.float32

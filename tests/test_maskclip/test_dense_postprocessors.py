@@ -129,7 +129,7 @@ def test_maskclip_generator_chains_pamr_last(tiny_clip_path):
     img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
     plain = MODELS.build(base)
     with_pamr = MODELS.build(dict(base, pamr=dict(iters=2, dilations=(1, 2))))
-    out = with_pamr.generate(img, [3, 7])
+    out = with_pamr.generate_image(img, [3, 7])
     # reference: PAMR (pinned against numpy above) on the patch-grid CAM with the network input
     x = plain.preprocess(img)
     from wsss_mmseg.cam.maskclip import cosine_logits, vit_dense_features

@@ -63,7 +63,7 @@ def test_generate_follows_the_documented_formula(tiny_clip_path):
     unit = keys / np.linalg.norm(keys, axis=1, keepdims=True)
     smoothed = (unit @ unit.T) @ prob
     ks = np.where(kept[:, None], prob, smoothed)[:, :2]          # spec §1.6: probabilities everywhere
-    out = gen.generate(img, [11, 14, 11])  # duplicates dropped in order
+    out = gen.generate_image(img, [11, 14, 11])  # duplicates dropped in order
     assert out['keys'].tolist() == [11, 14]
     assert out['cam'].shape == (2, 50, 70) and out['cam'].dtype == np.float32
     assert out['cam_refined'].shape == (2, 50, 70) and out['cam_refined'].dtype == np.float32
@@ -77,21 +77,21 @@ def test_generate_follows_the_documented_formula(tiny_clip_path):
     np.testing.assert_allclose(out['cam_refined'], resize_maps(torch.from_numpy(max_norm(ks)).float(), (50, 70)),
                                atol=2e-5)
     # deterministic
-    again = gen.generate(img, [11, 14])
+    again = gen.generate_image(img, [11, 14])
     assert np.array_equal(again['cam'], out['cam']) and np.array_equal(again['cam_refined'], out['cam_refined'])
 
 
 def test_restricted_to_the_image_labels_and_options(tiny_clip_path):
     img = _img(seed=1)
     gen = _gen(tiny_clip_path)
-    one = gen.generate(img, [3])
-    two = gen.generate(img, [3, 7])
+    one = gen.generate_image(img, [3])
+    two = gen.generate_image(img, [3, 7])
     assert one['cam_refined'] is None
     assert not np.allclose(one['cam'][0], two['cam'][0])  # softmax over the image's own labels
     assert gen.class_names[3] == 'boat'
     with_caa = _gen(tiny_clip_path, caa=dict(type='CAA', box_threshold=0.4, attn_layers=2), mode='clearclip',
                     cam_norm='minmax', legacy_imagenet_norm=True)
-    res = with_caa.generate(img, [3, 7])
+    res = with_caa.generate_image(img, [3, 7])
     assert res['cam_refined'].shape == (2, 50, 70)
     assert res['cam'].reshape(2, -1).min(1) == pytest.approx([0.0, 0.0], abs=1e-4)  # bilinear resize
 
@@ -99,11 +99,11 @@ def test_restricted_to_the_image_labels_and_options(tiny_clip_path):
 def test_generator_errors(tiny_clip_path, tmp_path):
     gen = _gen(tiny_clip_path)
     with pytest.raises(ValueError, match='at least one image-level label'):
-        gen.generate(_img(), [])
+        gen.generate_image(_img(), [])
     with pytest.raises(ValueError, match='out of range'):
-        gen.generate(_img(), [20])
+        gen.generate_image(_img(), [20])
     with pytest.raises(ValueError, match='uint8'):
-        gen.generate(_img().astype(np.float32), [1])
+        gen.generate_image(_img().astype(np.float32), [1])
     with pytest.raises(ValueError, match='must align'):
         _gen(tiny_clip_path, text_table='context59_readable')
     with pytest.raises(KeyError):
@@ -119,7 +119,7 @@ def test_generator_errors(tiny_clip_path, tmp_path):
     with pytest.raises(ValueError, match='ViT CLIPs only'):
         _gen(str(rn), caa=dict(type='CAA'))
     rn_gen = _gen(str(rn))
-    assert rn_gen.generate(_img(), [0])['cam'].shape == (1, 50, 70)
+    assert rn_gen.generate_image(_img(), [0])['cam'].shape == (1, 50, 70)
 
 
 def test_generate_pseudo_tool_with_the_maskclip_config(tmp_path, shared_data, tiny_clip_path):

@@ -152,26 +152,26 @@ def test_generator_contract(tiny_clip_path, tmp_path):
     gen = PACLGenerator(model=cfg, device='cpu')
     assert gen.class_names[0] == 'aeroplane' and len(gen.class_names) == 20
     img = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
-    out = gen.generate(img, [11, 14])
+    out = gen.generate_image(img, [11, 14])
     assert out['keys'].dtype == np.int64 and out['keys'].tolist() == [11, 14]
     assert out['cam'].shape == (2, 50, 70) and out['cam'].dtype == np.float32
     assert out['cam'].min() >= 0 and out['cam'].max() <= 1 and out['cam_refined'] is None
-    again = gen.generate(img, [11, 14])
+    again = gen.generate_image(img, [11, 14])
     assert np.array_equal(out['cam'], again['cam'])
     with pytest.raises(ValueError, match='empty'):
-        gen.generate(img, [])
+        gen.generate_image(img, [])
     with pytest.raises(ValueError, match='out of range'):
-        gen.generate(img, [20])
+        gen.generate_image(img, [20])
     with pytest.raises(ValueError, match='uint8'):
-        gen.generate(img.astype(np.float32), [1])
+        gen.generate_image(img.astype(np.float32), [1])
     # a saved checkpoint round-trips (strict load)
     from mmengine.runner import save_checkpoint
     with torch.no_grad():
         gen.model.decode_head.embedder.main[-1].weight.add_(0.5)
     save_checkpoint(gen.model.state_dict(), str(tmp_path / 'ckpt.pth'))
     loaded = PACLGenerator(model=cfg, checkpoint=str(tmp_path / 'ckpt.pth'), device='cpu')
-    assert np.array_equal(loaded.generate(img, [11])['cam'], gen.generate(img, [11])['cam'])
-    assert not np.array_equal(loaded.generate(img, [11])['cam'], out['cam'][:1])
+    assert np.array_equal(loaded.generate_image(img, [11])['cam'], gen.generate_image(img, [11])['cam'])
+    assert not np.array_equal(loaded.generate_image(img, [11])['cam'], out['cam'][:1])
 
 
 def test_token_sources_of_the_backbone(tiny_clip_path):

@@ -16,12 +16,14 @@ import numpy as np
 from mmseg.registry import MODELS
 from PIL import Image
 
+from wsss_mmseg.generators import PseudoLabelGenerator
+
 FAKE_GENERATOR = 'WsssTestFakeGenerator'
 FAKE_MASK_MAKER = 'WsssTestFakeMaskMaker'
 
 
 @MODELS.register_module(name=FAKE_GENERATOR, force=True)
-class FakeGenerator:
+class FakeGenerator(PseudoLabelGenerator):
     """Pixel-dependent smooth maps per label; optional delay and failure trigger.
 
     Args:
@@ -37,14 +39,14 @@ class FakeGenerator:
                  refine: bool = True) -> None:
         if class_table is not None:
             from wsss_mmseg.text.vocab import class_names
-            self.class_names = class_names(class_table)
+            self._class_names = class_names(class_table)
         else:
-            self.class_names = [f'c{i}' for i in range(num_classes)]
+            self._class_names = [f'c{i}' for i in range(num_classes)]
         self.delay = float(delay)
         self.fail_label = fail_label
         self.refine = refine
 
-    def generate(self, img: np.ndarray, label_ids: Sequence[int]) -> Dict[str, np.ndarray]:
+    def generate_one(self, img: np.ndarray, label_ids: Sequence[int]) -> Dict[str, np.ndarray]:
         if self.delay:
             time.sleep(self.delay)
         if self.fail_label is not None and self.fail_label in label_ids:

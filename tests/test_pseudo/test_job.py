@@ -13,7 +13,10 @@ import pseudo_fakes as pf  # noqa: E402
 
 import wsss_mmseg.datasets  # noqa: E402,F401  (registers the label sources)
 from wsss_mmseg.pseudo import io as pio  # noqa: E402
-from wsss_mmseg.pseudo.job import process_one, run_pseudo_job, shard_indices  # noqa: E402
+from wsss_mmseg.pseudo.job import run_pseudo_job, shard_indices  # noqa: E402
+from wsss_mmseg.pseudo.options import PseudoConfigError  # noqa: E402
+from wsss_mmseg.pseudo.stages import OutputWriter  # noqa: E402
+from wsss_mmseg.pseudo.workdir import OutputLayout  # noqa: E402
 
 
 def _cfg(tmp_path, dataset, **kw):
@@ -42,7 +45,8 @@ def test_job_writes_outputs_and_summary(tmp_path, folder):
     cfg = _cfg(tmp_path, folder)
     work = tmp_path / 'out'
     summary = run_pseudo_job(cfg, work_dir=work, save_cams=True)
-    assert summary['counts'] == dict(total=6, done=6, processed=6, skipped_resumed=0, failed=0)
+    assert summary['counts'] == dict(total=6, done=6, processed=6, skipped_resumed=0, failed=0,
+                                     evaluation_failed=0)
     labels = json.loads(Path(folder['labels']).read_text())
     names = cfg.generator and pf.FakeGenerator(class_table='voc20').class_names
     for fname, cls in labels.items():
@@ -168,42 +172,40 @@ def test_unwritable_work_dir_fails_before_processing(tmp_path, folder, monkeypat
 def test_class_count_mismatch_is_an_error(tmp_path, folder):
     cfg = _cfg(tmp_path, folder)
     cfg.generator = dict(type=pf.FAKE_GENERATOR, num_classes=80)
-    with pytest.raises(ValueError, match='20 classes but the generator'):
+    with pytest.raises(ValueError, match='20 dataset classes vs 80 generator classes'):
         run_pseudo_job(cfg, work_dir=tmp_path / 'o')
 
 
 def test_missing_section_and_unknown_option(tmp_path, folder):
     full = _cfg(tmp_path, folder)
     cfg = Config(dict(pseudo_dataset=full.pseudo_dataset, generator=full.generator))
-    with pytest.raises(KeyError, match='mask_maker'):
+    with pytest.raises(PseudoConfigError, match='mask_maker'):
         run_pseudo_job(cfg, work_dir=tmp_path / 'o')
     cfg = _cfg(tmp_path, folder)
     cfg.pseudo_job = dict(save_cam=True)
-    with pytest.raises(KeyError, match='save_cam'):
+    with pytest.raises(PseudoConfigError, match='save_cam'):
         run_pseudo_job(cfg, work_dir=tmp_path / 'o')
 
 
-def test_process_one_validates_generator_and_mask_outputs(tmp_path):
-    pf.write_images(tmp_path, 1)
-    record = dict(id='img00', img_path=str(tmp_path / 'img00.png'), label_ids=[2], gt_path=None)
-    layout = pio.OutputLayout(tmp_path / 'o')
-
-    class BadGen:
-        def generate(self, img, labels):
-            return dict(keys=np.array(labels), cam=np.zeros((1, 5, 5), np.float32))
-
-    from wsss_mmseg.pseudo.job import ImageFailure
-    with pytest.raises(ImageFailure, match='invalid generator output') as info:
-        process_one(record, generator=BadGen(), mask_maker=None, layout=layout, num_classes=20)
-    assert info.value.stage == 'generate'
+def test_output_writer_validates_generator_and_mask_outputs(tmp_path):
+    img = np.zeros((6, 7, 3), np.uint8)
+    layout = OutputLayout(tmp_path / 'o')
+    task = dict(id='img00', image=img, label_ids=[2], work_hw=(6, 7), image_hw=(6, 7),
+                result=dict(keys=np.array([2]), cam=np.zeros((1, 5, 5), np.float32)))
+    out = OutputWriter(pf.FakeMaskMaker(), layout)(task)
+    assert out['stage'] == 'generate' and 'invalid generator output' in out['reason']
 
     def bad_mask(result, img):
         return np.zeros((3, 3), np.uint8), np.zeros((3, 3), np.float32)
-    with pytest.raises(ImageFailure, match='do not match') as info:
-        process_one(record, generator=pf.FakeGenerator(), mask_maker=bad_mask,
-                    layout=layout, num_classes=20)
-    assert info.value.stage == 'mask'
+    task['result'] = dict(keys=np.array([2]), cam=np.zeros((1, 6, 7), np.float32))
+    out = OutputWriter(bad_mask, layout)(task)
+    assert out['stage'] == 'mask' and 'do not match' in out['reason']
     assert not (tmp_path / 'o' / 'masks' / 'img00.png').exists()
+    # a good one: files written, records = [size, crc32] of the bytes on disk
+    out = OutputWriter(pf.FakeMaskMaker(), layout)(task)
+    import zlib
+    data = (tmp_path / 'o' / 'masks' / 'img00.png').read_bytes()
+    assert out['files']['masks/img00.png'] == [len(data), zlib.crc32(data)]
 
 
 def test_job_on_voc_sample_with_evaluation(tmp_path, shared_data):

@@ -19,8 +19,8 @@ RECORDING_GENERATOR = 'WsssTestRecordingGenerator'
 class RecordingGenerator(pf.FakeGenerator):
     """:class:`pseudo_fakes.FakeGenerator` that logs an image hash per call."""
 
-    def generate(self, img, label_ids):
-        out = super().generate(img, label_ids)
+    def generate_one(self, img, label_ids):
+        out = super().generate_one(img, label_ids)
         record_dir = os.environ.get('WSSS_TEST_RECORD_DIR')
         if record_dir:
             with open(os.path.join(record_dir, f'calls.{os.getpid()}'), 'a') as f:

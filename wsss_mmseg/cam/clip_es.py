@@ -46,7 +46,8 @@ from torch import Tensor, nn
 
 from ..clip.vit import CLIPViT, block_forward
 from ..postprocess.caa import average_attention, caa_propagate_power, class_box_masks, sinkhorn, symmetrize
-from .softmax_gradcam import clip_softmax, minmax_normalize, patch_mean_embedding, softmax_gradcam
+from .softmax_gradcam import (clip_softmax, gradcam_maps, gradcam_weights, minmax_normalize, normalize_gradcam,
+                              patch_mean_embedding, softmax_gradcam)
 
 __all__ = [
     'CLIP_MEAN',
@@ -302,3 +303,116 @@ class CLIPESCAM(nn.Module):
                 out.update(attn_avg=attn_avg.cpu().numpy(), boxes=boxes, aff_mask=masks.cpu().numpy(),
                            refined_raw=raw.cpu().numpy(), refined_patch=refined.cpu().numpy())
         return out
+
+    # ------------------------------------------------------------------ batches
+    def forward_batch(self, img_tensors: Sequence[Tensor], label_lists: Sequence[Sequence[int]],
+                      out_hws: Sequence[Tuple[int, int]]) -> List[Dict[str, Any]]:
+        """CAMs of several images (any sizes) in one pass; equal to :meth:`forward` per image.
+
+        Blocks ``1..L-1`` and the last block run once for the whole batch. Images with
+        different token counts are zero-padded to the longest one and the padding is
+        masked out of every attention (:func:`wsss_mmseg.clip.vit.multihead_attention`);
+        every other operation is per token, and the image embedding averages the valid
+        patch tokens only, so an image's result does not depend on its batch mates (up to
+        float rounding of batched kernels). The label gradients are taken in
+        ``max_i K_i`` rounds: round ``r`` back-propagates the sum over images of each
+        image's ``r``-th label probability, which yields every image's own gradient at once
+        because images do not interact. All rounds go through one vmapped backward on CUDA
+        (``batched_grad``), one backward per round on the CPU.
+
+        Args:
+            img_tensors: ``B`` preprocessed images, each ``(1, 3, H_i, W_i)``.
+            label_lists: ``B`` label lists (de-duplicated in order, ``K_i >= 1``).
+            out_hws: ``B`` output sizes ``(h_i, w_i)`` of the maps.
+
+        Returns:
+            ``B`` dicts as :meth:`forward` (``keys``, ``cam``, ``cam_refined`` with ``caa``).
+        """
+        n_img = len(img_tensors)
+        if not n_img or len(label_lists) != n_img or len(out_hws) != n_img:
+            raise ValueError(f'forward_batch needs B >= 1 images with one label list and one output size '
+                             f'each; got {n_img} images, {len(label_lists)} label lists, {len(out_hws)} sizes')
+        keys_list = [unique_labels(labels, num_classes=self.num_classes) for labels in label_lists]
+        vit = self.vit
+        dev = self.device
+        grids: List[Tuple[int, int]] = []
+        embs: List[Tensor] = []
+        with torch.no_grad():
+            for x in img_tensors:
+                if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+                    raise ValueError(f'each image tensor must be (1, 3, H, W), got {tuple(x.shape)}')
+                grids.append(vit.grid_size(int(x.shape[-2]), int(x.shape[-1])))
+                embs.append(vit.embed(x.to(dev)))
+            lengths = [int(e.shape[1]) for e in embs]
+            t_max = max(lengths)
+            pad: Optional[Tensor] = None
+            if min(lengths) == t_max:
+                tokens = torch.cat(embs, dim=0)
+            else:
+                tokens = embs[0].new_zeros((n_img, t_max, embs[0].shape[2]))
+                for i, e in enumerate(embs):
+                    tokens[i, :lengths[i]] = e[0]
+                pad = torch.arange(t_max, device=dev)[None, :] >= torch.tensor(lengths, device=dev)[:, None]
+            del embs
+            n_layers = vit.num_layers
+            n_attn_before = min(self.attn_layers - 1, n_layers - 1) if self.caa else 0
+            attn: List[Tensor] = []
+            for i in range(n_layers - 1):
+                tokens, extras = block_forward(vit.blocks[i], tokens, need_attn=i >= n_layers - 1 - n_attn_before,
+                                               key_padding_mask=pad)
+                if 'attn' in extras:
+                    attn.append(extras['attn'])
+            pre_last = tokens
+            last = vit.blocks[-1]
+            ln1 = last.ln_1(pre_last)
+        texts = [torch.cat([self.fg_text[k], self.bg_text]).to(dev) for k in keys_list]
+        store: Dict[str, Tensor] = {}
+        ln_post, proj = vit.visual.ln_post, vit.visual.proj
+
+        def probs_fn(a: Tensor) -> List[Tensor]:
+            out, extras = block_forward(last, pre_last, ln1_out=a, need_attn=self.caa, key_padding_mask=pad)
+            if self.caa and 'attn' not in store:
+                store['attn'] = extras['attn'].detach()
+            normed = ln_post(out)
+            probs = []
+            for i in range(n_img):
+                emb = normed[i:i + 1, 1:lengths[i], :].mean(dim=1)
+                if proj is not None:
+                    emb = emb @ proj.to(emb.dtype)
+                probs.append(clip_softmax(emb, texts[i], logit_scale=self.logit_scale)[0])
+            return probs
+
+        k_max = max(len(k) for k in keys_list)
+        leaf = ln1.detach().clone().requires_grad_(True)
+        batched = self.batched_grad if self.batched_grad is not None else dev.type == 'cuda'
+        with torch.enable_grad():
+            probs = probs_fn(leaf)
+            rounds = torch.stack([sum(p[r] for i, p in enumerate(probs) if r < len(keys_list[i]))
+                                  for r in range(k_max)])
+            if k_max == 1:
+                (g,) = torch.autograd.grad(rounds[0], leaf)
+                grads = g[None]
+            elif batched:
+                eye = torch.eye(k_max, dtype=rounds.dtype, device=rounds.device)
+                (grads,) = torch.autograd.grad(rounds, leaf, grad_outputs=eye, is_grads_batched=True)
+            else:
+                grads = torch.stack([torch.autograd.grad(rounds[r], leaf, retain_graph=r + 1 < k_max)[0]
+                                     for r in range(k_max)])
+        del rounds, probs
+        act = ln1.detach()
+        results: List[Dict[str, Any]] = []
+        for i in range(n_img):
+            k_i, t_i = len(keys_list[i]), lengths[i]
+            weights = gradcam_weights(grads[:k_i, i, :t_i])
+            cam_patch = normalize_gradcam(gradcam_maps(act[i:i + 1, :t_i], weights, grids[i]))
+            out: Dict[str, Any] = dict(keys=np.asarray(keys_list[i], dtype=np.int64),
+                                       cam=resize_maps(cam_patch, out_hws[i]))
+            if self.caa:
+                maps = [a[i:i + 1, :t_i, :t_i] for a in attn] + [store['attn'][i:i + 1, :t_i, :t_i]]
+                attn_avg = average_attention(maps, last_n=self.attn_layers)
+                masks, _ = class_box_masks(cam_patch, threshold=self.box_threshold, fidelity=self.fidelity)
+                sym = symmetrize(sinkhorn(attn_avg, rounds=self.sinkhorn_rounds))
+                refined = minmax_normalize(caa_propagate_power(sym, cam_patch, masks, power=self.power))
+                out['cam_refined'] = resize_maps(refined, out_hws[i])
+            results.append(out)
+        return results

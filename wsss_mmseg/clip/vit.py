@@ -94,7 +94,8 @@ def qkv_projection(attn: nn.MultiheadAttention, y: torch.Tensor
 
 
 def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_heads: int,
-                        need_weights: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                        need_weights: bool = False, key_padding_mask: Optional[torch.Tensor] = None
+                        ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Scaled dot-product attention over heads, before the output projection.
 
     With ``need_weights`` the attention is computed explicitly like
@@ -108,6 +109,10 @@ def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, nu
         v: ``(B, Tk, D)`` values.
         num_heads: Number of heads (``D % num_heads == 0``).
         need_weights: Also return the head-averaged attention weights.
+        key_padding_mask: Optional ``(B, Tk)`` bool, True for padded keys: they get zero
+            attention weight, so the rows of the valid tokens equal those of the unpadded
+            sequence (batches of images with different token counts). None: no masking
+            (the unpadded code path, unchanged).
 
     Returns:
         ``(out (B, Tq, D), weights (B, Tq, Tk) or None)``; weight rows (queries) sum to 1.
@@ -119,10 +124,17 @@ def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, nu
     kh = k.reshape(bsz, tk, num_heads, head_dim).transpose(1, 2)
     vh = v.reshape(bsz, tk, num_heads, head_dim).transpose(1, 2)
     weights = None
+    if key_padding_mask is not None and key_padding_mask.shape != (bsz, tk):
+        raise ValueError(f'key_padding_mask must be ({bsz}, {tk}), got {tuple(key_padding_mask.shape)}.')
     if need_weights:
-        attn = torch.matmul(qh * math.sqrt(1.0 / head_dim), kh.transpose(-2, -1)).softmax(dim=-1)
+        scores = torch.matmul(qh * math.sqrt(1.0 / head_dim), kh.transpose(-2, -1))
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float('-inf'))
+        attn = scores.softmax(dim=-1)
         out = torch.matmul(attn, vh)
         weights = attn.mean(dim=1)
+    elif key_padding_mask is not None:
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=~key_padding_mask[:, None, None, :])
     else:
         out = F.scaled_dot_product_attention(qh, kh, vh)
     return out.transpose(1, 2).reshape(bsz, tq, dim), weights
@@ -142,7 +154,8 @@ def _check_block(block: nn.Module) -> None:
 
 
 def block_forward(block: nn.Module, x: torch.Tensor, *, ln1_out: Optional[torch.Tensor] = None,
-                  need_attn: bool = False, need_qkv: bool = False
+                  need_attn: bool = False, need_qkv: bool = False,
+                  key_padding_mask: Optional[torch.Tensor] = None
                   ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """open_clip ``ResidualAttentionBlock`` forward from the block's own modules.
 
@@ -171,7 +184,8 @@ def block_forward(block: nn.Module, x: torch.Tensor, *, ln1_out: Optional[torch.
             raise ValueError(f'ln1_out shape {tuple(ln1_out.shape)} differs from x shape {tuple(x.shape)}.')
         y = ln1_out
     q, k, v = qkv_projection(block.attn, y)
-    out, weights = multihead_attention(q, k, v, num_heads=block.attn.num_heads, need_weights=need_attn)
+    out, weights = multihead_attention(q, k, v, num_heads=block.attn.num_heads, need_weights=need_attn,
+                                       key_padding_mask=key_padding_mask)
     out = block.attn.out_proj(out)
     x = x + block.ls_1(out)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))

@@ -43,40 +43,32 @@ Where the labels are (``out_dir``)
     ``<work_dir>/pseudo``, without the per-file check.
 
 What it decides (rank 0 inspects, every rank follows the same decision)
-    ``mode='auto'`` (default):
+    The folder is inspected with :mod:`wsss_mmseg.pseudo.workdir` -- the module that
+    owns the work-dir rules of ``tools/generate_pseudo.py`` too: the same fingerprint
+    (config sections, label-file and weights *content*) and the same per-image
+    provenance records decide which images are done. ``mode='auto'`` (default):
 
-    * every image of ``pseudo_dataset`` has its files and
-      ``pseudo_fingerprint.json`` matches the configured sections -> **reuse**;
-    * fingerprint matches, some images missing (an interrupted or partly
-      failed run) -> **resume**: only the missing images are made;
+    * fingerprint matches, every image done -> **reuse**;
+    * fingerprint matches, some images missing (an interrupted or partly failed run)
+      -> **resume**: only the missing images are made;
     * no outputs yet -> **generate**;
-    * outputs made with other settings (fingerprint differs: generator,
-      mask maker, dataset, label-file contents) -> **regenerate**: the job's
-      outputs (``masks/``, ``confidence/``, ``cams/``, ``summary.json``,
-      ``failures.txt``, ``eval.*``, the fingerprint) are **deleted first**,
-      then every image is made again. Deleting is what keeps the labels
-      consistent: an interrupted regeneration would otherwise leave old masks
-      next to new ones under the new fingerprint, and the next run would
-      "resume" into a mixture. Other files in ``out_dir`` are left alone;
-    * outputs without a fingerprint (made by some other program) -> error:
-      their settings are unknown; choose ``mode='reuse'`` to train on them or
-      ``mode='regenerate'`` to replace them;
-    * a resumed training (``--resume``, iteration > 0) whose labels no longer
-      match -> error instead of silently switching labels mid-training (use
-      ``mode='regenerate'`` to accept it).
+    * outputs made with other settings (another generator, e.g. classic CAM labels
+      the README points the training at; or changed prompts/weights/labels), or
+      outputs without a readable fingerprint -> **error**, naming both configurations:
+      the hook never deletes or overwrites pseudo labels it did not make. Choose
+      ``mode='reuse'`` to train on them as they are, or ``mode='regenerate'`` to
+      replace them: the old set is then *moved* to ``<out_dir>/superseded/`` (never
+      deleted) and every image is made again.
 
-    ``mode='reuse'`` never generates or deletes: it trains on what is there
-    (a fingerprint mismatch is only a warning; the generator sections are
-    optional). ``mode='regenerate'`` always deletes and makes everything again.
+    ``mode='reuse'`` never generates, moves or deletes: it trains on what is there (a
+    fingerprint mismatch is only a warning; the generator sections are optional).
 
 Generation runs :func:`wsss_mmseg.pseudo.job.run_pseudo_job` -- the code path
 of ``tools/generate_pseudo.py`` -- in every rank (each rank takes its shard),
-followed by ``mmengine.dist.barrier()``. Rank 0 holds an advisory ``flock`` on
-``<out_dir>/.pseudo_label_hook.lock`` from the inspection to the end of the job,
-and checks that no pseudo-label job (``tools/generate_pseudo.py``, which locks
-``<out_dir>/.lock``) is running there before it deletes anything: a second
-training or a running tool job in the same folder stops the hook with an error
-instead of interleaving files. The torch thread count and the random states
+followed by ``mmengine.dist.barrier()``. Rank 0 holds the work dir's lock
+(``<out_dir>/.lock``, the same one the tool takes) from the inspection to the end
+of the job: a second training or a running tool job in the same folder stops the
+hook with an error instead of interleaving files. The torch thread count and the random states
 (python, numpy, torch, CUDA) are restored afterwards, so generating does not
 change the training that follows.
 
@@ -98,11 +90,9 @@ when the job evaluated against GT masks.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import os.path as osp
 import random
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -114,9 +104,8 @@ import torch
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-__all__ = ['PseudoLabelHook', 'PseudoDirState', 'inspect_pseudo_dir', 'decide_action',
-           'clear_pseudo_outputs', 'pseudo_datasets_of', 'label_dirs_of',
-           'missing_label_files', 'GENERATOR_SECTIONS', 'MODES', 'LOCK_NAME']
+__all__ = ['PseudoLabelHook', 'decide_action', 'pseudo_datasets_of', 'label_dirs_of',
+           'missing_label_files', 'GENERATOR_SECTIONS', 'MODES']
 
 PathLike = Union[str, os.PathLike]
 
@@ -125,12 +114,6 @@ GENERATOR_SECTIONS = ('pseudo_dataset', 'generator', 'mask_maker', 'pseudo_job')
 _REQUIRED_SECTIONS = GENERATOR_SECTIONS[:3]
 #: Values of ``PseudoLabelHook(mode=...)``.
 MODES = ('auto', 'reuse', 'regenerate')
-#: Advisory lock file held by rank 0 while it generates.
-LOCK_NAME = '.pseudo_label_hook.lock'
-_FINGERPRINT_FILE = 'pseudo_fingerprint.json'
-_JOB_SUBDIRS = ('masks', 'confidence', 'cams', '.pseudo_ranks')
-_JOB_FILES = ('summary.json', 'failures.txt', 'eval.json', 'eval.md', 'eval_iou.png',
-              _FINGERPRINT_FILE)
 _MAX_LISTED = 20
 _ERROR_TYPES = {cls.__name__: cls for cls in
                 (ValueError, KeyError, RuntimeError, FileNotFoundError, PermissionError,
@@ -138,156 +121,58 @@ _ERROR_TYPES = {cls.__name__: cls for cls in
 
 
 # ------------------------------------------------------------ pure helpers
-@dataclass(frozen=True)
-class PseudoDirState:
-    """What a pseudo-label folder holds for a list of image ids.
-
-    Attributes:
-        total: Number of ids asked about.
-        done: Ids whose files all exist.
-        missing: Ids without complete outputs (in the given order).
-        stored_sha: ``sha256`` of ``pseudo_fingerprint.json`` (None if absent
-            or unreadable).
-        has_outputs: Any file in ``masks/``, ``confidence/`` or ``cams/``.
-    """
-
-    total: int
-    done: int
-    missing: Tuple[str, ...]
-    stored_sha: Optional[str]
-    has_outputs: bool
-
-
-def _dir_has_files(path: Path) -> bool:
-    if not path.is_dir():
-        return False
-    for _root, _dirs, files in os.walk(path):
-        if files:
-            return True
-    return False
-
-
-def read_stored_fingerprint(out_dir: PathLike) -> Optional[str]:
-    """The ``sha256`` recorded in ``<out_dir>/pseudo_fingerprint.json`` (None if absent).
-
-    Args:
-        out_dir: Pseudo-label folder.
-
-    Returns:
-        The hash, or None when the file is missing or not valid JSON.
-    """
-    path = Path(out_dir) / _FINGERPRINT_FILE
-    try:
-        sha = json.loads(path.read_text()).get('sha256')
-    except (OSError, ValueError, AttributeError):
-        return None
-    return sha if isinstance(sha, str) else None
-
-
-def inspect_pseudo_dir(out_dir: PathLike, ids: Sequence[str], *,
-                       save_cams: bool = False) -> PseudoDirState:
-    """Count the finished images of ``ids`` in a job output folder.
-
-    Args:
-        out_dir: Pseudo-label folder (the job's ``work_dir``).
-        ids: Image ids of the job's dataset.
-        save_cams: Whether CAM files are part of a finished image.
-
-    Returns:
-        The folder state.
-    """
-    from ..pseudo.io import OutputLayout
-    out_dir = Path(out_dir)
-    layout = OutputLayout(out_dir, save_cams=save_cams)
-    missing = tuple(i for i in ids if not layout.is_done(i))
-    has_outputs = any(_dir_has_files(out_dir / d) for d in ('masks', 'confidence', 'cams'))
-    return PseudoDirState(total=len(ids), done=len(ids) - len(missing), missing=missing,
-                          stored_sha=read_stored_fingerprint(out_dir), has_outputs=has_outputs)
-
-
-def decide_action(state: PseudoDirState, *, mode: str, expected_sha: Optional[str],
-                  training_started: bool = False) -> Tuple[str, str]:
+def decide_action(state: Any, *, mode: str, configured: Optional[Mapping[str, Any]]) -> Tuple[str, str]:
     """Decide what to do with a pseudo-label folder (rules in the module docstring).
 
     Args:
-        state: From :func:`inspect_pseudo_dir`.
+        state: :class:`wsss_mmseg.pseudo.workdir.WorkDirState` of the folder.
         mode: ``'auto'``, ``'reuse'`` or ``'regenerate'``.
-        expected_sha: Fingerprint of the configured sections (None: unknown,
-            only allowed with ``mode='reuse'``).
-        training_started: The training resumes from iteration > 0.
+        configured: Fingerprint of the configured sections (None: unknown, only
+            allowed with ``mode='reuse'``).
 
     Returns:
-        ``(action, reason)``; action is ``'reuse'``, ``'resume'``,
-        ``'generate'`` or ``'regenerate'``.
+        ``(action, reason)``; action is ``'reuse'``, ``'resume'``, ``'generate'`` or
+        ``'regenerate'``.
 
     Raises:
-        ValueError: Unknown mode; outputs of unknown provenance in ``auto``
-            mode; changed settings while resuming a training in ``auto`` mode.
+        ValueError: Unknown mode; in ``auto`` mode, outputs of other or unknown settings.
     """
+    from ..pseudo.workdir import describe_fingerprint_change, generator_label
     if mode not in MODES:
         raise ValueError(f'PseudoLabelHook mode must be one of {MODES}, got {mode!r}')
+    status = state.fingerprint_status
     if mode == 'reuse':
         notes = []
-        if expected_sha is not None and state.stored_sha not in (None, expected_sha):
-            notes.append('they were made with other settings than the configured generator '
-                         'sections (fingerprint differs)')
-        elif state.stored_sha is None:
-            notes.append('no fingerprint: their settings are unknown')
-        if state.done < state.total:
-            notes.append(f'{state.total - state.done} of {state.total} images of '
-                         'pseudo_dataset have no pseudo label')
+        if status == 'differs':
+            notes.append(f'they were made by {generator_label(state.stored)}, not by the configured '
+                         f'{generator_label(configured)}')
+        elif status in ('absent', 'corrupt') and state.has_outputs:
+            notes.append('no readable fingerprint: their settings are unknown')
+        if configured is not None and status == 'match' and state.missing:
+            notes.append(f'{state.missing} of {state.total} images of pseudo_dataset have no pseudo label')
         return 'reuse', "mode='reuse'" + (f' ({"; ".join(notes)})' if notes else '')
-    if expected_sha is None:
+    if configured is None:
         raise ValueError(f"PseudoLabelHook(mode={mode!r}) needs the config's generator sections")
     if mode == 'regenerate':
-        return 'regenerate', "mode='regenerate'"
-    if state.stored_sha == expected_sha:
-        if state.done == state.total:
+        return 'regenerate', "mode='regenerate' (any previous set is moved to superseded/)"
+    if status == 'match':
+        if not state.missing:
             return 'reuse', 'all images done, fingerprint matches the config'
-        return 'resume', (f'{state.total - state.done} of {state.total} images missing '
-                          '(an interrupted or partly failed run), fingerprint matches')
-    if not state.has_outputs:
+        return 'resume', (f'{state.missing} of {state.total} images missing (an interrupted or partly '
+                          'failed run), fingerprint matches')
+    if status == 'absent' and not state.has_outputs:
         return 'generate', 'no pseudo labels yet'
-    if state.stored_sha is None:
-        raise ValueError(
-            'holds pseudo labels without pseudo_fingerprint.json (not made by the wsss_mmseg '
-            'job, or by an older version), so their settings are unknown. Use '
-            "PseudoLabelHook(mode='reuse') to train on them as they are, or "
-            "mode='regenerate' to delete and remake them")
-    if training_started:
-        raise ValueError(
-            'holds pseudo labels made with other settings than the configured generator '
-            'sections, and this training resumes from a checkpoint: switching labels in the '
-            "middle of a training is refused. Use PseudoLabelHook(mode='regenerate') to "
-            "remake them anyway, or mode='reuse' to keep training on the old ones")
-    return 'regenerate', 'pseudo labels were made with other settings (fingerprint differs)'
-
-
-def clear_pseudo_outputs(out_dir: PathLike) -> List[Path]:
-    """Delete the outputs of a pseudo-label job (only those; other files stay).
-
-    Args:
-        out_dir: Job output folder.
-
-    Returns:
-        The paths removed.
-    """
-    out_dir = Path(out_dir)
-    removed: List[Path] = []
-    for name in _JOB_SUBDIRS:
-        path = out_dir / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-            removed.append(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-            removed.append(path)
-    for name in _JOB_FILES:
-        path = out_dir / name
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-            removed.append(path)
-    return removed
+    if status == 'differs':
+        made_by = (f'pseudo labels made by {generator_label(state.stored)}, while this config makes them with '
+                   f'{generator_label(configured)} (changed: '
+                   f'{describe_fingerprint_change(state.stored, configured)})')
+    else:
+        made_by = ('pseudo labels without a readable pseudo_fingerprint.json (not made by the wsss_mmseg job, '
+                   'or by an older version), so their settings are unknown')
+    raise ValueError(
+        f"holds {made_by}. The hook never deletes or overwrites labels it did not make: use "
+        "PseudoLabelHook(mode='reuse') (--cfg-options custom_hooks.<i>.mode=reuse) to train on them as "
+        "they are, or mode='regenerate' to move them to superseded/ and make new ones")
 
 
 def pseudo_datasets_of(dataset: Any) -> List[Any]:
@@ -382,46 +267,6 @@ def _preserved_process_state() -> Iterator[None]:
         torch.set_rng_state(torch_state)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
-
-
-class _GenerationLock:
-    """Advisory ``flock`` on ``<out_dir>/.pseudo_label_hook.lock`` (released on exit or death)."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / LOCK_NAME
-        self._file: Any = None
-
-    def acquire(self) -> bool:
-        """Take the lock; False where locking is unavailable (no fcntl, read-only folder).
-
-        Raises:
-            RuntimeError: Another process holds it.
-        """
-        from ..pseudo.job import try_flock
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, holder = try_flock(self.path)
-        except OSError:
-            return False  # the job's own writability check reports a read-only folder
-        if holder is not None:
-            raise RuntimeError(
-                f'another process ({holder}) is generating pseudo labels in {self.path.parent} '
-                f'(it holds {self.path}). Wait until it has finished -- this training will then '
-                'reuse its labels -- or point this training at another pseudo-label folder')
-        if handle is None:  # no fcntl (not POSIX)
-            return False
-        self._file = handle
-        return True
-
-    def release(self) -> None:
-        """Release the lock (no-op if not held)."""
-        if self._file is not None:
-            import fcntl
-            try:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            finally:
-                self._file.close()
-                self._file = None
 
 
 # --------------------------------------------------------------------- hook
@@ -557,7 +402,7 @@ class PseudoLabelHook(Hook):
                 f'PseudoLabelHook: no PseudoLabelSegDataset in the train dataloader; using '
                 f'{out_dir} and skipping the per-file check of the training set')
         cfg = self._generator_cfg(runner)
-        lock = _GenerationLock(out_dir)
+        lock = _HeldLock()
 
         plan: Dict[str, Any] = {}
         if rank == 0:
@@ -573,9 +418,6 @@ class PseudoLabelHook(Hook):
             raise _ERROR_TYPES.get(name, RuntimeError)(msg)
         action, reason = plan['action'], plan['reason']
         self.last_action = action
-        if plan.get('removed'):
-            runner.logger.info(f'PseudoLabelHook: deleted the outputs of the previous pseudo-label '
-                               f'run in {out_dir} ({reason})')
         if plan.get('warning'):
             runner.logger.warning(f'PseudoLabelHook: {plan["warning"]}')
 
@@ -590,10 +432,9 @@ class PseudoLabelHook(Hook):
             runner.logger.info(f'PseudoLabelHook: {verb} the pseudo labels in {out_dir} '
                                f'({reason}); {world_size} process(es)')
             try:
-                summary = self._generate(cfg, out_dir, resume=action == 'resume', runner=runner)
+                summary = self._generate(cfg, out_dir, resume=action != 'regenerate', runner=runner)
             finally:
-                if rank == 0:
-                    lock.release()
+                lock.release()
             barrier()
             generated = True
             counts = summary.get('counts') or {}
@@ -622,40 +463,37 @@ class PseudoLabelHook(Hook):
             _restart_train_iterator(loop)
         runner.logger.info(f'PseudoLabelHook: done in {time.perf_counter() - started:.1f} s')
 
-    def _plan(self, cfg: Any, out_dir: Path, lock: _GenerationLock, *,
+    def _plan(self, cfg: Any, out_dir: Path, lock: '_HeldLock', *,
               training_started: bool) -> Dict[str, Any]:
-        """Rank 0: inspect the folder, decide, take the lock and clear if regenerating."""
-        from mmseg.registry import DATASETS
-
-        from ..pseudo.job import JOB_DEFAULTS, config_fingerprint
-        expected_sha = None
+        """Rank 0: take the work dir's lock, inspect the folder (work-dir rules), decide."""
+        from ..pseudo.job import _build
+        from ..pseudo.workdir import (acquire_work_dir_lock, config_fingerprint, inspect_work_dir,
+                                      resolve_job_options)
+        configured = None
         ids: List[str] = []
-        save_cams = False
+        job = dict(save_cams=False, verify_resume='crc')
         unchecked = None
         if cfg is not None:
             try:
-                job = dict(JOB_DEFAULTS)
-                job.update(cfg.get('pseudo_job') or {})
-                save_cams = bool(job['save_cams'])
-                source = DATASETS.build(copy.deepcopy(cfg['pseudo_dataset']))
+                job = resolve_job_options(cfg)
+                source = _build('pseudo_dataset', cfg)
                 ids = [str(i) for i in source.ids]
-                expected_sha = config_fingerprint(
-                    cfg, job, source_files=getattr(source, 'source_files', ()))['sha256']
+                configured = config_fingerprint(cfg, job, source_files=getattr(source, 'source_files', ()))
             except Exception as exc:  # noqa: BLE001 - only fatal when we must generate
                 if self.mode != 'reuse':
                     raise
                 unchecked = f'{type(exc).__name__}: {exc}'
         if self.mode != 'reuse':
-            lock.acquire()  # before inspecting: no other training generates while we look
-            _probe_job_lock(out_dir)  # nor a tools/generate_pseudo.py job
-        state = inspect_pseudo_dir(out_dir, ids, save_cams=save_cams)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            # before inspecting: no other training or tools/generate_pseudo.py job writes here
+            lock.handle = acquire_work_dir_lock(out_dir)
+        state = inspect_work_dir(out_dir, ids, configured or dict(sha256=None, settings={}),
+                                 save_cams=bool(job['save_cams']), verify=job['verify_resume'])
         try:
-            action, reason = decide_action(state, mode=self.mode, expected_sha=expected_sha,
-                                           training_started=training_started)
+            action, reason = decide_action(state, mode=self.mode, configured=configured)
         except ValueError as exc:
             raise ValueError(f'PseudoLabelHook: {out_dir} {exc}') from exc
-        plan: Dict[str, Any] = dict(action=action, reason=reason, done=state.done,
-                                    total=state.total)
+        plan: Dict[str, Any] = dict(action=action, reason=reason, done=len(state.done), total=state.total)
         if action == 'reuse':
             lock.release()
             if unchecked is not None:
@@ -666,8 +504,6 @@ class PseudoLabelHook(Hook):
         elif action == 'regenerate' and training_started:
             plan['warning'] = ('regenerating the pseudo labels of a training that resumes from '
                                'a checkpoint: the rest of the training uses the new labels')
-        if action in ('generate', 'regenerate'):
-            plan['removed'] = [str(p) for p in clear_pseudo_outputs(out_dir)]
         return plan
 
     @staticmethod
@@ -682,7 +518,8 @@ class PseudoLabelHook(Hook):
         from ..pseudo.job import run_pseudo_job
         with _preserved_process_state():
             try:
-                return run_pseudo_job(cfg, work_dir=out_dir, resume=resume, logger=runner.logger)
+                return run_pseudo_job(cfg, work_dir=out_dir, resume=resume, logger=runner.logger,
+                                      lock_held=True)
             finally:
                 import gc
                 gc.collect()  # the generator (CLIP) is no longer referenced
@@ -730,23 +567,17 @@ class PseudoLabelHook(Hook):
         return True
 
 
-def _probe_job_lock(out_dir: Path) -> None:
-    """Raise if a pseudo-label job (e.g. ``tools/generate_pseudo.py``) is using ``out_dir``.
+class _HeldLock:
+    """The work dir's lock as held by rank 0 of the hook (a no-op on other ranks)."""
 
-    The job locks its work dir itself while it runs; probing that lock before
-    the hook deletes anything keeps the hook from clearing a folder a running
-    job writes into. (Released at once: the job the hook starts takes it.)
-    """
-    from ..pseudo import job as job_module
-    acquire = getattr(job_module, 'acquire_work_dir_lock', None)
-    if acquire is None or not out_dir.is_dir():
-        return
-    try:
-        handle = acquire(out_dir)
-    except OSError:
-        return  # unwritable folder: the job's own check reports it
-    if handle is not None:
-        handle.close()
+    def __init__(self) -> None:
+        self.handle: Any = None
+
+    def release(self) -> None:
+        """Release it (closing the file releases the ``flock``)."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
 
 
 # ------------------------------------------------------- loop plumbing

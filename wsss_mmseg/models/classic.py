@@ -46,6 +46,7 @@ from ..classic.mixup import mixup, sample_mixup_lambda
 from ..classic.seam import equivariance_loss, rescale_maps  # noqa: F401  (public re-exports)
 from .seam import SEAMLoss, SEAMPCM  # noqa: F401  (SEAM lives in models/seam.py)
 from .generators import resolve_device
+from ..generators import PseudoLabelGenerator
 
 __all__ = ['MultiLabelClsHead', 'MDCHead', 'MultiLabelClassifier', 'SEAMLoss',
            'MultiLabelDataPreProcessor', 'MultiLabelMetric', 'ClassifierCAMGenerator',
@@ -422,7 +423,7 @@ def classifier_cams(model: nn.Module, x: Tensor, label_ids: Sequence[int], *,
 
 
 @MODELS.register_module()
-class ClassifierCAMGenerator:
+class ClassifierCAMGenerator(PseudoLabelGenerator):
     """CAM / Grad-CAM pseudo-label source from trained ``MultiLabelClassifier`` checkpoint(s).
 
     Implements the generator interface of ``tools/generate_pseudo.py``:
@@ -539,7 +540,7 @@ class ClassifierCAMGenerator:
             x = F.interpolate(x[None], size=size, mode='bilinear', align_corners=False)[0]
         return x
 
-    def generate(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Any]:
+    def generate_one(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Any]:
         """CAMs of one image at its original size.
 
         Args:

@@ -5,19 +5,22 @@ Thin wrappers that read their config and call :class:`wsss_mmseg.cam.clip_es.CLI
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from mmseg.registry import MODELS
 
-from ..cam.clip_es import CLIPESCAM
-from ..clip.factory import DEFAULT_CLIP as _DEFAULT_CLIP
+from ..cam.clip_es import CLIPESCAM, clip_es_preprocess
+from ..clip.config import merge_clip_cfg
 from ..clip.factory import build_clip, get_tokenizer
+from ..generators import InputPreparer, PseudoLabelGenerator
 from ..pseudo.mask import make_pseudo_mask
+from ..pseudo.options import PseudoConfigError, check_fraction, check_int, check_number
 from ..text import class_embeddings, class_names as table_class_names
 
-__all__ = ['CLIPESGenerator', 'PseudoMaskMaker']
+__all__ = ['CLIPESGenerator', 'CLIPESInputPreparer', 'PseudoMaskMaker', 'is_out_of_memory']
 
 
 
@@ -29,20 +32,53 @@ def resolve_device(device: Union[str, torch.device]) -> torch.device:
     return torch.device(device)
 
 
+class CLIPESInputPreparer(InputPreparer):
+    """CLIP-ES item: the network input from the full image (official bicubic resize), and the
+    working-size image for the CRF. Picklable (runs in data-loading workers).
+
+    Args:
+        num_classes: Number of foreground classes.
+        max_side: Longer-side cap of the network input and the working size.
+        patch: ViT patch size.
+    """
+
+    def __init__(self, num_classes: int, max_side: Optional[int], patch: int) -> None:
+        super().__init__(num_classes, max_side)
+        self.patch = int(patch)
+
+    def __call__(self, img: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Any]:
+        item = super().__call__(img, label_ids)
+        item['net_input'] = clip_es_preprocess(np.asarray(img), patch=self.patch, max_side=self.max_side)
+        return item
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a CUDA (or other accelerator) out-of-memory error."""
+    oom = getattr(torch.cuda, 'OutOfMemoryError', None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and 'out of memory' in str(exc).lower()
+
+
+_AUTOCAST = {None: None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
 @MODELS.register_module()
-class CLIPESGenerator:
-    """CLIP-ES CAM generator: frozen CLIP + text embeddings + Softmax-GradCAM + CAA.
+class CLIPESGenerator(PseudoLabelGenerator):
+    """CLIP-ES CAM generator: frozen CLIP + text embeddings + Softmax-GradCAM + CAA, by batch.
 
     Config example (VOC)::
 
         dict(type='CLIPESGenerator', clip=dict(model_name='ViT-B-16', pretrained='/path/ViT-B-16.pt'),
              class_table='voc20', synonyms='clip_es', templates='clip_es', background='clip_es',
-             box_threshold=0.4, attn_layers=8, caa=True, fidelity=True, device='cpu')
+             box_threshold=0.4, attn_layers=8, caa=True, fidelity=True, device='auto',
+             batch_size=8, max_tokens_per_batch=16384)
 
     Args:
         clip: keyword arguments of :func:`wsss_mmseg.clip.factory.build_clip` (``model_name``,
             ``pretrained``, ``precision``, ...; ``device`` is taken from ``device``).
-        class_table: class-name table (``'voc20'``, ``'coco80'``, ...); label ids index it.
+        class_table: class-name table (``'voc20'``, ``'coco80'``, ...) or an explicit list of
+            class names; label ids index it.
         synonyms: synonym set name/alias (``'clip_es'``) or None.
         templates: template set name or list (``'clip_es'`` = ``'a clean origami {}.'``).
         background: background word set name/alias (``'clip_es'`` resolves per table) or list, or None.
@@ -52,13 +88,20 @@ class CLIPESGenerator:
         fidelity: reproduce the official quirks (see :mod:`wsss_mmseg.cam.clip_es`).
         device: torch device, or ``'auto'`` (the current CUDA device when CUDA is available —
             under a distributed launcher each rank's own GPU — else the CPU).
-        max_side: downscale policy bounding memory: an image whose longer side exceeds
-            ``max_side`` is scaled down (aspect ratio kept) for the network, and its maps are
-            resized back to the original size. Default 1024 px (at most 64x64 = 4096 ViT-B/16
-            tokens); VOC and COCO images (<= 640 px) are never affected, so the default keeps
-            fidelity. ``None`` disables the cap.
+        max_side: bounds memory: an image whose longer side exceeds ``max_side`` is scaled down
+            (aspect ratio kept) for the network, and its maps, the CRF and the confidence are
+            computed at that working size; only the final label and confidence maps are
+            upsampled to the image size. Default 1024 px (at most 64x64 = 4096 ViT-B/16
+            tokens); VOC and COCO images (<= 640 px) are never affected. ``None`` disables it.
         batched_grad: ``True`` one vmapped backward for all labels, ``False`` one backward per
-            label (last block only), ``None`` (default) = vmapped on CUDA, per label on CPU.
+            label round (last block only), ``None`` (default) = vmapped on CUDA, per round on CPU.
+        batch_size: most images per forward pass (the job hands batches of this size).
+        max_tokens_per_batch: token budget of one pass: ``len(group) * max tokens <= budget``
+            (an image above it runs alone). Bounds memory for mixed sizes.
+        max_pad_ratio: images are grouped by token count; a group pads its images to the
+            longest one only while ``longest <= max_pad_ratio * shortest``.
+        autocast: ``None`` (fp32), ``'fp16'`` or ``'bf16'``: mixed precision for the frozen
+            trunk and the last block (CAM normalisation and CAA stay fp32).
 
     Fidelity (``fidelity=True``, default; spec clip_es.md §11) reproduces the official quirks:
     the bilinear positional-embedding interpolation rounded to float16 on every call; CAA boxes
@@ -67,49 +110,106 @@ class CLIPESGenerator:
     ``fidelity=False`` keeps the embedding in float32 and uses float-threshold, unclamped boxes.
     The CRF quirks (mean-subtracted BGR image with uint8 wrap-around, float16 unnormalised
     probabilities and unary) are switched by ``DenseCRF(fidelity=...)``.
+
+    Batches: images are bucketed by token count and run through
+    :meth:`wsss_mmseg.cam.clip_es.CLIPESCAM.forward_batch`; a CUDA out-of-memory error
+    splits the group in halves and retries (an image alone that still does not fit raises).
     """
 
-    def __init__(self, clip: Optional[Mapping[str, Any]] = None, class_table: str = 'voc20',
+    def __init__(self, clip: Optional[Mapping[str, Any]] = None,
+                 class_table: Union[str, Sequence[str]] = 'voc20',
                  synonyms: Optional[str] = 'clip_es', templates: Union[str, Sequence[str]] = 'clip_es',
                  background: Union[None, str, Sequence[str]] = 'clip_es', box_threshold: float = 0.4,
                  attn_layers: int = 8, caa: bool = True, fidelity: bool = True, device: str = 'auto',
-                 max_side: Optional[int] = 1024, batched_grad: Optional[bool] = None) -> None:
-        clip_cfg = dict(_DEFAULT_CLIP if clip is None else clip)
+                 max_side: Optional[int] = 1024, batched_grad: Optional[bool] = None,
+                 batch_size: int = 8, max_tokens_per_batch: int = 16384, max_pad_ratio: float = 1.25,
+                 autocast: Optional[str] = None) -> None:
+        box_threshold = check_number('generator.box_threshold', box_threshold, lo=0.0, hi=1.0, hi_open=True)
+        attn_layers = check_int('generator.attn_layers', attn_layers, lo=1)
+        if max_side is not None:
+            max_side = check_int('generator.max_side', max_side, lo=16)
+        self.batch_size = check_int('generator.batch_size', batch_size, lo=1)
+        self.max_tokens_per_batch = check_int('generator.max_tokens_per_batch', max_tokens_per_batch, lo=1)
+        self.max_pad_ratio = check_number('generator.max_pad_ratio', max_pad_ratio, lo=1.0)
+        if autocast not in _AUTOCAST:
+            raise ValueError(f"generator.autocast must be None, 'fp16' or 'bf16', got {autocast!r}")
+        self.autocast = autocast
+        clip_cfg = merge_clip_cfg(clip)
         if 'device' in clip_cfg:
             raise ValueError("give the device with CLIPESGenerator(device=...), not inside clip=dict(...)")
         self.device = resolve_device(device)
         self.class_table = class_table
         self._class_names = list(table_class_names(class_table))
         model = build_clip(device=self.device, **clip_cfg)
-        tokenizer = get_tokenizer(clip_cfg.get('model_name', _DEFAULT_CLIP['model_name']))
+        tokenizer = get_tokenizer(clip_cfg.get('model_name'))
         fg, bg = class_embeddings(model, tokenizer, table=class_table, synonyms=synonyms, templates=templates,
                                   background=background, device=self.device)
+        self.max_side = max_side
         self.cam = CLIPESCAM(model.visual, fg, bg, logit_scale=model.logit_scale.exp(),
                              box_threshold=box_threshold, attn_layers=attn_layers, caa=caa, fidelity=fidelity,
                              batched_grad=batched_grad, max_side=max_side)
 
-    @property
-    def class_names(self) -> List[str]:
-        """Class names of the table (label id ``i`` -> ``class_names[i]``, mask value ``i + 1``)."""
-        return list(self._class_names)
+    def input_preparer(self) -> CLIPESInputPreparer:
+        """Picklable preparer: network input (full image, bicubic) + working-size image."""
+        return CLIPESInputPreparer(self.num_classes, self.max_side, int(self.cam.vit.patch_size))
 
-    def generate(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, np.ndarray]:
-        """CAMs of one image at its original size.
+    def _tokens(self, item: Mapping[str, Any]) -> int:
+        x = item['net_input']
+        p = int(self.cam.vit.patch_size)
+        return 1 + (int(x.shape[-2]) // p) * (int(x.shape[-1]) // p)
+
+    def buckets(self, items: Sequence[Mapping[str, Any]]) -> List[List[int]]:
+        """Group item indices by token count under ``batch_size``/``max_tokens_per_batch``/padding."""
+        order = sorted(range(len(items)), key=lambda i: -self._tokens(items[i]))
+        groups: List[List[int]] = []
+        cur: List[int] = []
+        t_max = 0
+        for i in order:
+            t = self._tokens(items[i])
+            if cur and (len(cur) + 1 > self.batch_size or (len(cur) + 1) * t_max > self.max_tokens_per_batch
+                        or t_max > self.max_pad_ratio * t):
+                groups.append(cur)
+                cur = []
+            if not cur:
+                t_max = t
+            cur.append(i)
+        if cur:
+            groups.append(cur)
+        return groups
+
+    def _forward_group(self, items: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+        dtype = _AUTOCAST[self.autocast]
+        ctx = torch.autocast(device_type=self.device.type, dtype=dtype) if dtype is not None \
+            else contextlib.nullcontext()
+        try:
+            with ctx:
+                return self.cam.forward_batch([it['net_input'] for it in items],
+                                              [it['label_ids'] for it in items],
+                                              [tuple(it['work_hw']) for it in items])
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
+            if len(items) == 1 or not is_out_of_memory(exc):
+                raise
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
+        half = len(items) // 2
+        return self._forward_group(items[:half]) + self._forward_group(items[half:])
+
+    def generate(self, items: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+        """CAMs of a batch of prepared items at their working sizes.
 
         Args:
-            img_rgb_uint8: ``(H0, W0, 3)`` uint8 RGB image.
-            label_ids: class indices (into :attr:`class_names`) present in the image, ``K >= 1``.
+            items: Items of :meth:`input_preparer` (any mix of sizes).
 
         Returns:
-            dict with ``keys`` int64 ``(K,)``, ``cam`` float32 ``(K, H0, W0)`` (initial
-            Softmax-GradCAM) and, with ``caa``, ``cam_refined`` float32 ``(K, H0, W0)``; values in ``[0, 1]``.
+            Per item ``dict(keys int64 (K,), cam float32 (K, h, w), cam_refined float32 (K, h, w) or
+            None)`` in ``[0, 1]``, in input order.
         """
-        img = np.asarray(img_rgb_uint8)
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f'expected an (H, W, 3) uint8 RGB image, got shape {img.shape} dtype {img.dtype}')
-        x = self.cam.preprocess(img)
-        out = self.cam(x, label_ids, img.shape[:2])
-        return {k: out[k] for k in ('keys', 'cam', 'cam_refined') if k in out}
+        out: List[Optional[Dict[str, Any]]] = [None] * len(items)
+        for group in self.buckets(items):
+            for i, res in zip(group, self._forward_group([items[i] for i in group])):
+                res.setdefault('cam_refined', None)
+                out[i] = res
+        return out  # type: ignore[return-value]
 
 
 @MODELS.register_module()
@@ -127,12 +227,13 @@ class PseudoMaskMaker:
 
     def __init__(self, bg_power: float = 1.0, crf: Optional[Mapping[str, Any]] = None,
                  ignore_below: Optional[float] = None, ignore_index: int = 255) -> None:
-        if not bg_power > 0:
-            raise ValueError(f'bg_power must be > 0, got {bg_power}')
-        self.bg_power = float(bg_power)
+        self.bg_power = check_number('mask_maker.bg_power', bg_power, lo=0.0, lo_open=True)
+        if crf is not None and not isinstance(crf, Mapping):
+            raise PseudoConfigError(f"mask_maker.crf must be None or a dict(type='DenseCRF', ...), got {crf!r}")
         self.crf = MODELS.build(dict(crf)) if crf is not None else None
-        self.ignore_below = ignore_below
-        self.ignore_index = int(ignore_index)
+        self.ignore_below = None if ignore_below is None else check_fraction('mask_maker.ignore_below',
+                                                                            ignore_below)
+        self.ignore_index = check_int('mask_maker.ignore_index', ignore_index, lo=0, hi=255)
 
     def __call__(self, result_dict: Mapping[str, Any], img_rgb_uint8: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Make the mask.

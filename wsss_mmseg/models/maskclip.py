@@ -38,6 +38,7 @@ from ..text.encoder import TextEmbeddingCache
 from ..clip.factory import DEFAULT_CLIP as _DEFAULT_CLIP
 from .dense_postprocessors import KeySmoothing, PromptDenoising  # noqa: F401  (registered there, re-exported)
 from .generators import resolve_device
+from ..generators import PseudoLabelGenerator
 
 __all__ = ['MaskCLIPBackbone', 'MaskCLIPHead', 'MaskCLIPSegmentor', 'MaskCLIPGenerator', 'KeySmoothing',
            'PromptDenoising', 'write_empty_checkpoint', 'IMAGENET_MEAN_255', 'IMAGENET_STD_255',
@@ -392,7 +393,7 @@ class MaskCLIPSegmentor(EncoderDecoder):
 
 # ----------------------------------------------------------------------------- pseudo-label source
 @MODELS.register_module()
-class MaskCLIPGenerator:
+class MaskCLIPGenerator(PseudoLabelGenerator):
     """MaskCLIP dense labels as a pseudo-label source (interface of ``CLIPESGenerator``).
 
     Per image: bicubic resize to multiples of the stride (aspect ratio not kept, as CLIP-ES;
@@ -499,7 +500,7 @@ class MaskCLIPGenerator:
         return (maps - lo) / (hi - lo).clamp_min(1e-12)
 
     @torch.no_grad()
-    def generate(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Any]:
+    def generate_one(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Any]:
         """Class maps of one image at its original size.
 
         Args:

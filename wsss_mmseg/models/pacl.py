@@ -37,6 +37,7 @@ from .generators import resolve_device
 from .pacl_backbone import TOKEN_SOURCES, PACLTokenBackbone  # noqa: F401  (re-exported)
 from .pacl_losses import (PACLContrastiveLabelLoss, PACLDensePriorLoss, PACLInfoNCELoss,  # noqa: F401
                           PACLMultiLabelLoss, PACLNegativeSuppressionLoss)
+from ..generators import PseudoLabelGenerator
 
 __all__ = ['PACLTokenBackbone', 'PACLHead', 'PACLMultiLabelLoss', 'PACLContrastiveLabelLoss', 'PACLInfoNCELoss',
            'PACLDensePriorLoss', 'PACLNegativeSuppressionLoss', 'PACLGenerator']
@@ -326,7 +327,7 @@ class PACLHead(BaseDecodeHead):
 
 # --------------------------------------------------------------------------------- generator
 @MODELS.register_module()
-class PACLGenerator:
+class PACLGenerator(PseudoLabelGenerator):
     """Pseudo-label source from a (trained) PACL segmentor, for ``tools/generate_pseudo.py``.
 
     Config example::
@@ -408,7 +409,7 @@ class PACLGenerator:
         cos = cos[..., :h, :w]
         return F.interpolate(cos, size=(h0, w0), mode='bilinear', align_corners=False)[0]
 
-    def generate(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Optional[np.ndarray]]:
+    def generate_one(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Optional[np.ndarray]]:
         """Class maps of the labelled classes of one image.
 
         Args:

@@ -97,12 +97,15 @@ class DenseCRF:
 
     def __init__(self, iters: int = 10, pos_xy_std: float = 1.0, pos_w: float = 3.0, bi_xy_std: float = 67.0,
                  bi_rgb_std: float = 3.0, bi_w: float = 4.0, bg_power: float = 1.0, fidelity: bool = True) -> None:
-        self.params = dict(iters=int(iters), pos_xy_std=float(pos_xy_std), pos_w=float(pos_w),
-                           bi_xy_std=float(bi_xy_std), bi_rgb_std=float(bi_rgb_std), bi_w=float(bi_w))
-        if not bg_power > 0:
-            raise ValueError(f'bg_power must be > 0, got {bg_power}')
-        self.bg_power = float(bg_power)
-        self.fidelity = bool(fidelity)
+        from ..pseudo.options import check_bool, check_int, check_number
+        self.params = dict(iters=check_int('crf.iters', iters, lo=1),
+                           pos_xy_std=check_number('crf.pos_xy_std', pos_xy_std, lo=0.0, lo_open=True),
+                           pos_w=check_number('crf.pos_w', pos_w, lo=0.0),
+                           bi_xy_std=check_number('crf.bi_xy_std', bi_xy_std, lo=0.0, lo_open=True),
+                           bi_rgb_std=check_number('crf.bi_rgb_std', bi_rgb_std, lo=0.0, lo_open=True),
+                           bi_w=check_number('crf.bi_w', bi_w, lo=0.0))
+        self.bg_power = check_number('crf.bg_power', bg_power, lo=0.0, lo_open=True)
+        self.fidelity = check_bool('crf.fidelity', fidelity)
 
     def __call__(self, cams: Union[np.ndarray, Tensor], img_rgb: np.ndarray) -> np.ndarray:
         """Posterior of the background + ``K`` foreground labels.

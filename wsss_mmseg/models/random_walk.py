@@ -28,6 +28,7 @@ from ..classic.affinity import pair_affinity, radius_offsets
 from ..classic.random_walk import (RW_BETA, RW_STEPS, affinity_matrix, dense_transition_matrix,
                                    refine_with_random_walk, transition_matrix)
 from .generators import resolve_device
+from ..generators import PseudoLabelGenerator
 
 __all__ = ['RandomWalk', 'RandomWalkGenerator', 'build_trained_model']
 
@@ -147,7 +148,7 @@ def build_trained_model(checkpoint: str, *, model: Optional[Mapping] = None,
 
 
 @MODELS.register_module()
-class RandomWalkGenerator:
+class RandomWalkGenerator(PseudoLabelGenerator):
     """Any generator's maps refined by a random walk on a trained AffinityNet's embedding.
 
     Config example::
@@ -210,7 +211,7 @@ class RandomWalkGenerator:
         with torch.no_grad():
             return self.net.embed(x[None])[0]
 
-    def generate(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Any]:
+    def generate_one(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Any]:
         """The base generator's result with ``cam_refined`` = its maps after the random walk.
 
         Args:

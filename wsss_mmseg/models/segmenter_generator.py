@@ -17,6 +17,7 @@ from mmseg.registry import MODELS
 
 from .generators import resolve_device
 from .random_walk import build_trained_model
+from ..generators import PseudoLabelGenerator
 
 __all__ = ['SegmenterGenerator', 'probs_to_cams']
 
@@ -37,7 +38,7 @@ def probs_to_cams(probs: torch.Tensor, labels: Sequence[int], *, eps: float = 1e
 
 
 @MODELS.register_module()
-class SegmenterGenerator:
+class SegmenterGenerator(PseudoLabelGenerator):
     """Pseudo labels from a trained mmseg segmenter with ``1 + K`` output channels.
 
     Args:
@@ -81,7 +82,7 @@ class SegmenterGenerator:
         """Foreground class names (label id ``i`` -> mask value ``i + 1``)."""
         return list(self._class_names)
 
-    def generate(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Any]:
+    def generate_one(self, img_rgb_uint8: np.ndarray, label_ids: Sequence[int]) -> Dict[str, Any]:
         """Maps of the labelled classes at the image size.
 
         Args:

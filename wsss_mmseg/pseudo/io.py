@@ -72,9 +72,9 @@ __all__ = [
     'TMP_SUFFIX', 'atomic_open', 'atomic_write_bytes', 'voc_palette',
     'encode_mask_png', 'write_mask_png', 'read_mask_png',
     'encode_confidence_png', 'write_confidence_png', 'read_confidence_png',
-    'build_cam_record', 'save_cam_npy', 'load_cam_npy', 'cleanup_stale_temps', 'OutputLayout',
+    'build_cam_record', 'save_cam_npy', 'load_cam_npy', 'cleanup_stale_temps',
     'check_output_id', 'fault_point', 'FAULT_ENV',
-]
+]  # the work-dir layout is wsss_mmseg.pseudo.workdir.OutputLayout
 
 #: Suffix of temporary files; anything ending in it is removable debris.
 TMP_SUFFIX = '.wsss-tmp'
@@ -528,59 +528,3 @@ def check_output_id(image_id: str) -> str:
         raise ValueError(f'image id {image_id!r} cannot be used as an output '
                          'file name (absolute, empty part, "." / ".." or backslash)')
     return image_id
-
-
-class OutputLayout:
-    """File names of one pseudo-label job below ``work_dir``.
-
-    ``masks/<id>.png``, ``confidence/<id>.png`` and (optional)
-    ``cams/<id>.npy``; ids with ``/`` create sub-folders.
-
-    Args:
-        work_dir: Output root.
-        save_cams: Whether CAM files are part of a finished image.
-    """
-
-    SUBDIRS = ('masks', 'confidence', 'cams')
-
-    def __init__(self, work_dir: PathLike, *, save_cams: bool = False) -> None:
-        self.work_dir = Path(work_dir)
-        self.save_cams = bool(save_cams)
-        self.mask_dir = self.work_dir / 'masks'
-        self.confidence_dir = self.work_dir / 'confidence'
-        self.cam_dir = self.work_dir / 'cams'
-
-    def mask_path(self, image_id: str) -> Path:
-        """Path of the label mask of ``image_id``."""
-        return self.mask_dir / f'{check_output_id(image_id)}.png'
-
-    def confidence_path(self, image_id: str) -> Path:
-        """Path of the confidence map of ``image_id``."""
-        return self.confidence_dir / f'{check_output_id(image_id)}.png'
-
-    def cam_path(self, image_id: str) -> Path:
-        """Path of the CAM file of ``image_id``."""
-        return self.cam_dir / f'{check_output_id(image_id)}.npy'
-
-    def expected_paths(self, image_id: str) -> List[Path]:
-        """All files that make ``image_id`` finished."""
-        paths = [self.mask_path(image_id), self.confidence_path(image_id)]
-        if self.save_cams:
-            paths.append(self.cam_path(image_id))
-        return paths
-
-    def is_done(self, image_id: str) -> bool:
-        """True when every expected file exists (final names are only ever complete)."""
-        return all(p.is_file() for p in self.expected_paths(image_id))
-
-    def output_dirs(self) -> List[Path]:
-        """The folders this layout writes into."""
-        dirs = [self.mask_dir, self.confidence_dir]
-        if self.save_cams:
-            dirs.append(self.cam_dir)
-        return dirs
-
-    def make_dirs(self, image_id: str) -> None:
-        """Create the (sub-)folders needed for ``image_id``'s files."""
-        for p in self.expected_paths(image_id):
-            p.parent.mkdir(parents=True, exist_ok=True)

@@ -1,74 +1,54 @@
-"""Dataset-scale pseudo-label job: iterate, shard, resume, write, record failures.
+"""Dataset-scale pseudo-label job: validate, shard, resume, run the overlapped pipeline, report.
 
 :func:`run_pseudo_job` reads three sections of an mmengine config::
 
     pseudo_dataset = dict(type='VOCImageLabels', data_root=..., split=..., labels=...)
-    generator = dict(type='CLIPESGenerator', clip=dict(...), class_table='voc20', ...)
+    generator = dict(type='CLIPESGenerator', clip=dict(...), class_table='voc20', batch_size=8, ...)
     mask_maker = dict(type='PseudoMaskMaker', bg_power=1, crf=None, ignore_below=None)
     pseudo_job = dict(                      # optional, defaults shown
         save_cams=False,                    # also write cams/<id>.npy
         cam_dtype='float16',                # storage dtype of the CAM files
-        log_interval=50,                    # progress line every N images (rank 0)
+        log_interval=50,                    # progress line every N images (and every 10 s)
         exif_transpose=False,               # see wsss_mmseg.utils.images
         max_image_pixels='pil',             # decompression-bomb limit ('pil' = PIL's)
+        max_image_memory=4 << 30,           # refuse an image whose estimate exceeds it (bytes)
         evaluate=True,                      # evaluate when GT masks exist
         eval_conf_thresholds=[0.95],        # extra eval variants: conf < mu -> ignore
         fsync=True,                         # fsync each output before its rename
-        torch_threads=None)                 # torch.set_num_threads(n) in every process
+        torch_threads=None,                 # None: 1 on the CPU (bit-identical whatever the launcher)
+        num_workers=None,                   # data-loading workers (None: min(4, cores - 1))
+        postprocess_workers=None,           # CRF/encode/write processes (None: min(4, cores - 1); 0 inline)
+        verify_resume='crc',                # check finished files on resume: 'crc' or 'size'
+        report=False)                       # also write the HTML report (report/index.html)
 
-and writes, below ``work_dir``::
+The work-dir rules (layout, fingerprint, provenance, locks, exit statuses) are in
+:mod:`wsss_mmseg.pseudo.workdir`. The pipeline per rank::
 
-    masks/<id>.png         palette PNG, 0 bg, c+1 class c, 255 ignore
-    confidence/<id>.png    16-bit PNG of round(conf * 65535)
-    cams/<id>.npy          (with save_cams) keys / cam / cam_refined / attn_highres
-    summary.json           config, versions, counts, timings, failures, eval summary
-    failures.txt           one line per failed image (only when some failed)
-    eval.json, eval.md, eval_iou.png   (when GT masks exist)
-    pseudo_fingerprint.json            the settings the outputs were made with
+    DataLoader workers        main process                    post-processing pool
+    decode, memory check, ->  generator.generate(batch)   ->  mask maker (CRF) at the working
+    prepare (resize, input)   (bucketed, batched CLIP)        size, upsample, PNG, atomic write
+                              provenance record  <----------  [size, crc32] of each file
 
-Determinism: the same inputs and settings give byte-identical files (PNG and
-``.npy`` encoding is deterministic). On CPU, torch's float reductions depend on
-the number of intra-op threads, so a CLIP generator run with 1 thread per
-process (``torch.distributed.run`` sets ``OMP_NUM_THREADS=1``) can differ in the
-last bits — and at argmax ties in a few mask pixels — from a run with 16 threads.
-Set ``pseudo_job.torch_threads`` to the same number for runs whose bytes must
-match (1 is the safest choice: multi-threaded BLAS kernels are reproducible
-only when they really run with the same thread split); the thread count of
-every rank is recorded in ``summary.json``.
+Queues are bounded (the loader prefetches two batches, at most ``2 x workers`` images
+wait for the pool), so memory stays flat over any number of images. A failing image
+(unreadable, no/unknown labels, too large, generator or mask error) is recorded with its
+path and reason and the job goes on -- a batch whose generation fails is retried one
+image at a time, so only the bad image fails. A failing *write* stops the job
+(:class:`OutputWriteError`). Records are sorted by id and image ``i`` goes to rank
+``i % world_size`` (disjoint, deterministic).
 
-Records are sorted by id and image ``i`` goes to rank ``i % world_size``
-(disjoint, deterministic). An image counts as finished when all its files exist
-(writes are atomic, so final names are always complete) and is skipped on a
-rerun; stale temporary files of a killed run are removed first. Resuming into a
-work dir made with different dataset/generator/mask settings, or after the
-content of the split/label files changed, is refused (``resume=False`` /
-``--no-resume`` recomputes everything).
-A failing image (unreadable file, no labels, label index out of range,
-generator/mask error) is recorded with its path and the reason and the job goes
-on; ``summary['counts']['failed']`` tells the caller to exit non-zero.
-
-A failing *write* (full disk, read-only or vanished folder, I/O error) is not a
-problem of one image: the job stops at once with :class:`OutputWriteError`
-naming the file. Every file already under its final name stays complete, and
-rerunning the same command resumes (``summary['counts']['skipped_resumed']``
-says how many images were found finished).
-
-One job per work dir: rank 0 holds an exclusive ``fcntl.flock`` on
-``<work_dir>/.lock`` from before the stale-temp cleanup until the job returns
-(the OS releases it when the process dies, so a killed job never leaves a stale
-lock). A second job on the same folder is refused at once with
-:class:`WorkDirLockedError` naming the folder and the holder's pid and host;
-the ranks of one distributed job share rank 0's lock. ``flock`` is advisory and
-local: jobs on different hosts sharing a network file system that does not
-propagate ``flock`` (some NFS setups) are not protected; without ``fcntl``
-(Windows) no lock is taken.
+Determinism: same inputs, weights and settings give byte-identical files, whatever the
+batch composition (up to float rounding of batched kernels, see the generator), the
+worker counts or the launcher: on the CPU the job pins torch to ``torch_threads`` threads
+(default 1 -- ``torch.distributed.run`` sets ``OMP_NUM_THREADS=1`` and float reductions
+depend on the thread count; use more processes for more cores, or set
+``pseudo_job.torch_threads`` and accept last-bit differences between launchers).
 """
 from __future__ import annotations
 
+import collections
 import copy
 import datetime
-import errno
-import hashlib
 import json
 import os
 import platform
@@ -78,115 +58,25 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
-
-from .io import (OutputLayout, atomic_write_bytes, check_output_id,
-                 cleanup_stale_temps, fault_point, save_cam_npy,
-                 write_confidence_png, write_mask_png)
+from .io import atomic_write_bytes, check_output_id, cleanup_stale_temps, fault_point
+from .options import PseudoConfigError
+from .stages import ImageLoader, OutputWriter
+from .workdir import (FINGERPRINT_FILE, JOB_DEFAULTS, LOCK_FILE, RANK_DIR, OutputLayout,
+                      OutputWriteError, ProvenanceJournal, WorkDirConflictError, WorkDirLockedError,
+                      _jsonable, acquire_work_dir_lock, check_writable, config_fingerprint,
+                      describe_fingerprint_change, generator_label, has_outputs, inspect_work_dir,
+                      move_aside, read_fingerprint, resolve_job_options, try_flock, write_fingerprint)
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ['run_pseudo_job', 'shard_indices', 'config_fingerprint',
-           'process_one', 'JOB_DEFAULTS', 'ImageFailure', 'summarize_failures',
-           'check_writable', 'OutputWriteError', 'WorkDirLockedError',
-           'acquire_work_dir_lock', 'LOCK_FILE']
-
-#: Defaults of ``cfg.pseudo_job``.
-JOB_DEFAULTS: Dict[str, Any] = dict(
-    save_cams=False, cam_dtype='float16', log_interval=50, exif_transpose=False,
-    max_image_pixels='pil', evaluate=True, eval_conf_thresholds=[0.95], fsync=True,
-    torch_threads=None)
-
-_RANK_DIR = '.pseudo_ranks'
-_FINGERPRINT_FILE = 'pseudo_fingerprint.json'
-#: Lock file of a work dir (see the module docstring).
-LOCK_FILE = '.lock'
+__all__ = ['run_pseudo_job', 'shard_indices', 'config_fingerprint', 'JOB_DEFAULTS',
+           'summarize_failures', 'check_writable', 'OutputWriteError', 'WorkDirLockedError',
+           'WorkDirConflictError', 'PseudoConfigError', 'acquire_work_dir_lock', 'try_flock',
+           'LOCK_FILE', 'build_job_models', 'prepare_work_dir']
 
 
-class OutputWriteError(OSError):
-    """An output file could not be written: the job stops (not a per-image failure)."""
-
-
-class WorkDirLockedError(RuntimeError):
-    """Another pseudo-label job holds the lock of the work dir."""
-
-
-def try_flock(path: PathLike) -> Tuple[Optional[Any], Optional[str]]:
-    """Try to take an exclusive advisory ``flock`` on ``path`` without waiting.
-
-    On success the file records who holds it (pid, host, start time).
-
-    Args:
-        path: Lock file (created if missing).
-
-    Returns:
-        ``(open file, None)`` when taken (keep it open to hold the lock; closing it or
-        the process ending releases it), ``(None, holder)`` when another process holds
-        it, ``(None, None)`` where ``fcntl`` is unavailable.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory lock
-        return None, None
-    f = open(path, 'a+', encoding='utf-8')
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or 'holder unknown'
-        f.close()
-        return None, holder
-    f.seek(0)
-    f.truncate()
-    f.write(f'pid {os.getpid()} on {socket.gethostname()} since '
-            f'{datetime.datetime.now().isoformat(timespec="seconds")}\n')
-    f.flush()
-    return f, None
-
-
-def acquire_work_dir_lock(work_dir: PathLike) -> Optional[Any]:
-    """Take the exclusive lock of ``work_dir`` (``<work_dir>/.lock``), without waiting.
-
-    Args:
-        work_dir: Existing output folder.
-
-    Returns:
-        The open lock file (keep it open to hold the lock; closing it, or the
-        process ending, releases it), or None where ``fcntl`` is unavailable.
-
-    Raises:
-        WorkDirLockedError: Another process holds it; the message names the
-            folder and the holder (pid, host, start time).
-    """
-    path = Path(work_dir) / LOCK_FILE
-    handle, holder = try_flock(path)
-    if holder is not None:
-        raise WorkDirLockedError(
-            f'the output directory {work_dir} is in use by another pseudo-label job '
-            f'({holder}); two jobs writing the same folder would race. Wait for it to '
-            f'finish, or use another --work-dir. (The lock is {path}; it is released '
-            'when that process ends.)')
-    return handle
-
-
-class ImageFailure(Exception):
-    """A per-image problem, raised inside :func:`process_one`.
-
-    Args:
-        stage: Where it happened (``labels``, ``load``, ``generate``, ``mask``,
-            ``write``).
-        reason: Human-readable cause.
-    """
-
-    def __init__(self, stage: str, reason: str) -> None:
-        super().__init__(f'{stage}: {reason}')
-        self.stage = stage
-        self.reason = reason
-
-
-# ------------------------------------------------------------------ helpers
 def shard_indices(ids: Sequence[str], *, rank: int, world_size: int) -> List[int]:
     """Indices (into ``ids``) of this rank's share: sorted ids, ``i % world == rank``.
 
@@ -204,59 +94,11 @@ def shard_indices(ids: Sequence[str], *, rank: int, world_size: int) -> List[int
     return [idx for pos, idx in enumerate(order) if pos % world_size == rank]
 
 
-def _jsonable(obj: Any) -> Any:
-    """Convert config values to JSON types (unknown objects -> ``repr``)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return repr(obj)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def config_fingerprint(cfg: Mapping[str, Any], job: Mapping[str, Any], *,
-                       source_files: Sequence[PathLike] = ()) -> Dict[str, Any]:
-    """The settings that determine the output bytes, and their hash.
-
-    Args:
-        cfg: Job config (``pseudo_dataset``, ``generator``, ``mask_maker``).
-        job: Resolved ``pseudo_job`` options.
-        source_files: List/label files of the dataset; their content is hashed
-            so that edited labels are noticed.
-
-    Returns:
-        ``dict(sha256=..., settings=...)``.
-    """
-    settings = dict(pseudo_dataset=_jsonable(cfg.get('pseudo_dataset')),
-                    generator=_jsonable(cfg.get('generator')),
-                    mask_maker=_jsonable(cfg.get('mask_maker')),
-                    exif_transpose=bool(job['exif_transpose']),
-                    cam_dtype=str(job['cam_dtype']),
-                    label_files={str(p): _file_sha256(Path(p)) for p in source_files
-                                 if Path(p).is_file()})
-    blob = json.dumps(settings, sort_keys=True).encode()
-    return dict(sha256=hashlib.sha256(blob).hexdigest(), settings=settings)
-
-
 def _versions() -> Dict[str, Optional[str]]:
     out: Dict[str, Optional[str]] = dict(python=platform.python_version())
-    for name, module in (('torch', 'torch'), ('open_clip', 'open_clip'),
-                         ('mmseg', 'mmseg'), ('mmengine', 'mmengine'),
-                         ('mmcv', 'mmcv'), ('numpy', 'numpy'), ('pillow', 'PIL'),
-                         ('wsss_mmseg', 'wsss_mmseg.version')):
+    for name, module in (('torch', 'torch'), ('open_clip', 'open_clip'), ('mmseg', 'mmseg'),
+                         ('mmengine', 'mmengine'), ('mmcv', 'mmcv'), ('numpy', 'numpy'),
+                         ('pillow', 'PIL'), ('wsss_mmseg', 'wsss_mmseg.version')):
         try:
             mod = __import__(module, fromlist=['__version__'])
             out[name] = str(getattr(mod, '__version__', None))
@@ -265,238 +107,141 @@ def _versions() -> Dict[str, Optional[str]]:
     return out
 
 
-def check_writable(work_dir: PathLike) -> None:
-    """Create ``work_dir`` and prove that files can be written there.
-
-    Args:
-        work_dir: Output folder.
-
-    Raises:
-        PermissionError: It cannot be created or written (message names it).
-        NotADirectoryError: It exists as a file.
-    """
-    work_dir = Path(work_dir)
-    if work_dir.exists() and not work_dir.is_dir():
-        raise NotADirectoryError(f'output path {work_dir} exists and is not a directory')
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PermissionError(f'cannot create the output directory {work_dir}: '
-                              f'{exc.strerror or exc}') from exc
-    if not work_dir.is_dir():
-        raise NotADirectoryError(f'output path {work_dir} exists and is not a directory')
-    probe = work_dir / f'.write_probe.{os.getpid()}.{socket.gethostname()}'
-    try:
-        atomic_write_bytes(probe, b'ok', fsync=False)
-        probe.unlink()
-    except OSError as exc:
-        raise PermissionError(f'the output directory {work_dir} is not writable: '
-                              f'{exc}') from exc
-
-
 def _log(msg: str, logger: Any, level: int = 20) -> None:
     from mmengine.logging import print_log
     print_log(msg, logger=logger, level=level)
 
 
 def _fmt_eta(seconds: float) -> str:
-    if not np.isfinite(seconds):
+    if seconds != seconds or seconds in (float('inf'), float('-inf')):
         return '?'
     return str(datetime.timedelta(seconds=int(round(seconds))))
 
 
-# ---------------------------------------------------------------- one image
-def process_one(record: Mapping[str, Any], *, generator: Any, mask_maker: Any,
-                layout: OutputLayout, num_classes: int, cam_dtype: str = 'float16',
-                exif_transpose: bool = False, max_image_pixels: Any = 'pil',
-                fsync: bool = True) -> Dict[str, float]:
-    """Make and write the outputs of one image.
+# ------------------------------------------------------------------ set-up
+def _build(section: str, cfg: Mapping[str, Any]) -> Any:
+    """Build one config section through mmseg's registries; errors name the section."""
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import DATASETS, MODELS
+    registry = DATASETS if section == 'pseudo_dataset' else MODELS
+    spec = cfg.get(section)
+    if not isinstance(spec, Mapping) or 'type' not in spec:
+        raise PseudoConfigError(f"the config's {section} section must be a dict with a 'type', got {spec!r}")
+    try:
+        with DefaultScope.overwrite_default_scope('mmseg'):
+            return registry.build(copy.deepcopy(spec))
+    except PseudoConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any construction error is a config problem
+        raise PseudoConfigError(f'{section} ({spec.get("type")}): {type(exc).__name__}: {exc}') from exc
 
-    Args:
-        record: ``dict(id, img_path, label_ids, gt_path)``.
-        generator: Object with ``generate(img, label_ids) -> dict(keys, cam,
-            cam_refined)``.
-        mask_maker: Callable ``(result, img) -> (mask uint8, confidence float32)``.
-        layout: Output file names (``layout.save_cams`` decides the CAM file).
-        num_classes: Number of foreground classes of the generator.
-        cam_dtype: Storage dtype of CAM files.
-        exif_transpose: Passed to :func:`wsss_mmseg.utils.images.load_rgb`.
-        max_image_pixels: ``'pil'`` or an int/None, see ``load_rgb``.
-        fsync: Flush every file to disk before its atomic rename (without it a
-            killed process still never leaves partial files; a power loss may).
+
+def check_class_names(dataset: Any, generator: Any) -> int:
+    """Dataset and generator classes must match by name (not only by count).
 
     Returns:
-        Seconds spent per stage (``load``, ``generate``, ``mask``, ``write``).
+        The number of foreground classes.
 
     Raises:
-        ImageFailure: Any per-image problem, with the stage and the reason.
-        OutputWriteError: An output file could not be written (disk full,
-            unwritable folder): not a per-image problem, the caller stops.
+        PseudoConfigError: The generator has no class names, or the names differ.
     """
-    from wsss_mmseg.utils.images import load_rgb
-    image_id = record['id']
-    img_path = record['img_path']
-    labels = list(record.get('label_ids') or [])
-    if not labels:
-        raise ImageFailure('labels', 'no image-level labels')
-    bad = [c for c in labels if isinstance(c, bool) or not isinstance(c, (int, np.integer))
-           or not 0 <= int(c) < num_classes]
-    if bad:
-        raise ImageFailure('labels', f'label index {bad} out of range for the generator\'s '
-                           f'{num_classes} classes (valid 0..{num_classes - 1})')
-    timings: Dict[str, float] = {}
-    t = time.perf_counter()
-    try:
-        kwargs: Dict[str, Any] = dict(exif_transpose=exif_transpose)
-        if max_image_pixels != 'pil':
-            kwargs['max_image_pixels'] = max_image_pixels
-        img = load_rgb(img_path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ImageFailure('load', f'{type(exc).__name__}: {exc}') from exc
-    timings['load'] = time.perf_counter() - t
-    h0, w0 = img.shape[:2]
-
-    t = time.perf_counter()
-    try:
-        result = generator.generate(img, [int(c) for c in labels])
-    except Exception as exc:  # noqa: BLE001 - any generator error is this image's failure
-        raise ImageFailure('generate', f'{type(exc).__name__}: {exc}') from exc
-    timings['generate'] = time.perf_counter() - t
-    try:
-        keys = np.asarray(result['keys']).astype(np.int64).reshape(-1)
-        cam = _as_numpy(result['cam'])
-        refined = result.get('cam_refined')
-        refined = None if refined is None else _as_numpy(refined)
-        k = len(labels)
-        for name, arr in (('cam', cam), ('cam_refined', refined)):
-            if arr is not None and arr.shape != (k, h0, w0):
-                raise ValueError(f'{name} has shape {arr.shape}, expected {(k, h0, w0)}')
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ImageFailure('generate', f'invalid generator output: {type(exc).__name__}: '
-                           f'{exc}') from exc
-
-    t = time.perf_counter()
-    try:
-        mask, confidence = mask_maker(result, img)
-        mask = np.asarray(mask)
-        confidence = np.asarray(confidence)
-        if mask.shape != (h0, w0) or confidence.shape != (h0, w0):
-            raise ValueError(f'mask {mask.shape} / confidence {confidence.shape} do not '
-                             f'match the image size {(h0, w0)}')
-    except Exception as exc:  # noqa: BLE001
-        raise ImageFailure('mask', f'{type(exc).__name__}: {exc}') from exc
-    timings['mask'] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    try:
-        layout.make_dirs(image_id)
-        if layout.save_cams:
-            save_cam_npy(layout.cam_path(image_id), keys, cam, refined, dtype=cam_dtype,
-                         fsync=fsync)
-        write_confidence_png(layout.confidence_path(image_id), confidence, fsync=fsync)
-        # the mask is written last: masks/<id>.png existing means "probably done"
-        write_mask_png(layout.mask_path(image_id), mask, fsync=fsync)
-    except OSError as exc:  # the disk/folder, not the image: stop the job
-        if exc.errno == errno.ENAMETOOLONG:  # ... except a name this file system refuses
-            raise ImageFailure('write', f'output file name too long: {exc}') from exc
-        where = exc.filename or layout.work_dir
-        err = OutputWriteError(
-            f'cannot write {where} (image {image_id!r}): {exc.strerror or exc}. '
-            'The job stops: this is not a problem of the image. Files already written '
-            'are complete; fix the cause (free space, permissions) and rerun the same '
-            'command to resume')
-        err.path = str(where)
-        raise err from exc
-    except ValueError as exc:
-        raise ImageFailure('write', f'{type(exc).__name__}: {exc}') from exc
-    timings['write'] = time.perf_counter() - t
-    return timings
+    from ..text.vocab import find_class_index
+    gen_names = [str(n) for n in (getattr(generator, 'class_names', []) or [])]
+    if not gen_names:
+        raise PseudoConfigError(f'the generator ({type(generator).__name__}) exposes no class_names')
+    data_names = getattr(dataset, 'class_names', None)
+    count = getattr(dataset, 'num_classes', None)
+    if data_names:
+        data_names = [str(n) for n in data_names]
+        # same name (NFC, case, spaces) or another spelling of it (COCO 'couch' = VOC 'sofa')
+        wrong = [i for i, n in enumerate(data_names) if find_class_index(n, gen_names) != i]
+        if wrong or len(data_names) != len(gen_names):
+            pairs = [f'{i}: dataset {data_names[i]!r} vs generator '
+                     f'{gen_names[i] if i < len(gen_names) else None!r}' for i in wrong][:10]
+            if len(data_names) != len(gen_names):
+                pairs.insert(0, f'{len(data_names)} dataset classes vs {len(gen_names)} generator classes')
+            raise PseudoConfigError(
+                f'the dataset ({type(dataset).__name__}) and the generator ({type(generator).__name__}) '
+                f'name their classes differently ({"; ".join(pairs)}): label ids would be read with '
+                "the wrong prompts. Give the generator the same class list (generator.class_table="
+                '<the same table or list of names>)')
+    elif count is not None and count != len(gen_names):
+        raise PseudoConfigError(
+            f'the dataset ({type(dataset).__name__}) uses {count} classes but the generator '
+            f'({type(generator).__name__}) has {len(gen_names)}; use the same class table for both')
+    return len(gen_names)
 
 
-def _as_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, 'detach'):  # torch tensor
-        x = x.detach().float().cpu().numpy()
-    return np.asarray(x)
+def build_job_models(cfg: Mapping[str, Any]) -> Tuple[Any, Any]:
+    """The mask maker and the generator of a job config (errors name the section)."""
+    return _build('mask_maker', cfg), _build('generator', cfg)
 
 
-# ---------------------------------------------------------------------- job
-def _resolve_job_options(cfg: Mapping[str, Any], save_cams: Optional[bool]) -> Dict[str, Any]:
-    job = dict(JOB_DEFAULTS)
-    user = cfg.get('pseudo_job') or {}
-    unknown = sorted(set(user) - set(JOB_DEFAULTS))
-    if unknown:
-        raise KeyError(f'unknown pseudo_job option(s) {unknown}; known: {sorted(JOB_DEFAULTS)}')
-    job.update(user)
-    if save_cams is not None:
-        job['save_cams'] = bool(save_cams)
-    job['eval_conf_thresholds'] = [float(m) for m in (job['eval_conf_thresholds'] or [])]
-    if job['torch_threads'] is not None and int(job['torch_threads']) < 1:
-        raise ValueError(f'pseudo_job.torch_threads must be >= 1, got {job["torch_threads"]}')
-    if int(job['log_interval']) < 1:
-        raise ValueError(f'pseudo_job.log_interval must be >= 1, got {job["log_interval"]}')
-    np.dtype(job['cam_dtype'])  # raises TypeError for an unknown dtype
-    return job
+def prepare_work_dir(work_dir: Path, fingerprint: Mapping[str, Any], *, resume: bool,
+                     logger: Any = None) -> Optional[Path]:
+    """Rank 0, lock held, config validated and models built: apply the fingerprint rules.
+
+    ``resume``: refuse outputs of other or unknown settings; ``not resume``: move any
+    existing set aside. Then write the fingerprint.
+
+    Returns:
+        Where an old set was moved, or None.
+
+    Raises:
+        WorkDirConflictError: Resuming into outputs of other or unknown settings.
+    """
+    status, stored = read_fingerprint(work_dir)
+    moved = None
+    if not resume:
+        if status != 'absent' or has_outputs(work_dir):
+            moved = move_aside(work_dir, stored)
+            _log(f'--no-resume: moved the previous outputs of {work_dir} ({generator_label(stored)}) '
+                 f'to {moved}', logger)
+    elif status == 'ok' and stored['sha256'] != fingerprint['sha256']:
+        raise WorkDirConflictError(
+            f'{work_dir} holds pseudo labels made with different settings ({generator_label(stored)}; '
+            f'changed: {describe_fingerprint_change(stored, fingerprint)}); resuming would mix them. '
+            'Use another --work-dir, or --no-resume to move them to superseded/ and recompute every image')
+    elif status != 'ok' and has_outputs(work_dir):
+        what = 'an unreadable' if status == 'corrupt' else 'no'
+        raise WorkDirConflictError(
+            f'{work_dir} holds pseudo-label outputs with {what} {FINGERPRINT_FILE}, so the settings '
+            'they were made with are unknown and resuming could mix two settings. Use another '
+            '--work-dir, or --no-resume to move them to superseded/ and recompute every image')
+    if status != 'ok' or stored['sha256'] != fingerprint['sha256']:
+        write_fingerprint(work_dir, fingerprint)
+    return moved
 
 
-def _check_fingerprint(work_dir: Path, fingerprint: Dict[str, Any], *, resume: bool) -> None:
-    path = work_dir / _FINGERPRINT_FILE
-    if resume and path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old is not None and old.get('sha256') != fingerprint['sha256']:
-            before = old.get('settings', {})
-            changed = sorted(k for k in fingerprint['settings']
-                             if before.get(k) != fingerprint['settings'][k])
-            if 'label_files' in changed:
-                files = fingerprint['settings']['label_files']
-                edited = sorted(f for f in set(files) | set(before.get('label_files') or {})
-                                if files.get(f) != (before.get('label_files') or {}).get(f))
-                changed[changed.index('label_files')] = f'label files {edited}'
-            raise ValueError(
-                f'{work_dir} holds pseudo labels made with different settings '
-                f'(changed: {", ".join(changed) or "unknown"}); resuming would mix '
-                f'them. Use another --work-dir, or --no-resume to recompute every image.')
-    atomic_write_bytes(path, (json.dumps(fingerprint, indent=1, sort_keys=True) + '\n').encode())
-
-
-def _class_names_for_eval(dataset: Any, generator: Any, num_classes: int) -> List[str]:
-    names = getattr(dataset, 'class_names', None)
-    if not names or len(names) != num_classes:
-        names = list(getattr(generator, 'class_names', []) or [])
-    if len(names) != num_classes:
-        names = [f'class_{i}' for i in range(num_classes)]
-    return ['background'] + [str(n) for n in names]
-
-
+# ------------------------------------------------------------------- driver
 def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
                    save_cams: Optional[bool] = None, resume: bool = True,
-                   logger: Any = 'current') -> Dict[str, Any]:
+                   logger: Any = 'current', lock_held: bool = False) -> Dict[str, Any]:
     """Generate pseudo labels for a whole dataset (see the module docstring).
 
     Runs in every process of a distributed group (rank and world size from
     ``mmengine.dist.get_dist_info``); each handles its shard, rank 0 merges.
 
     Args:
-        cfg: mmengine ``Config`` (or mapping) with ``pseudo_dataset``,
-            ``generator``, ``mask_maker`` and optional ``pseudo_job``.
+        cfg: mmengine ``Config`` (or mapping) with ``pseudo_dataset``, ``generator``,
+            ``mask_maker`` and optional ``pseudo_job``.
         work_dir: Output folder.
         save_cams: Write ``cams/<id>.npy``; None = ``cfg.pseudo_job.save_cams``.
-        resume: Skip images whose outputs all exist. False recomputes all.
+        resume: Keep verified outputs of the same settings. False moves any existing
+            set to ``superseded/`` and recomputes everything.
         logger: mmengine logger (or ``'current'``) for progress lines.
+        lock_held: The caller (``PseudoLabelHook``) already holds the work dir's lock.
 
     Returns:
-        The summary (written to ``<work_dir>/summary.json`` by rank 0; other
-        ranks get the merged counts and failures too).
+        The summary (written to ``<work_dir>/summary.json`` by rank 0; other ranks get
+        the merged counts and failures too).
 
     Raises:
-        PermissionError: ``work_dir`` cannot be created or written (before any
-            image is processed).
+        PseudoConfigError: Bad options or sections, class mismatch, or a work dir with
+            outputs of other settings (:class:`WorkDirConflictError`) -- before any image.
+        PermissionError / NotADirectoryError: ``work_dir`` cannot be created or written.
         WorkDirLockedError: Another job is using ``work_dir``.
         OutputWriteError: An output could not be written mid-run (disk full...).
-        KeyError / ValueError: Config problems (missing sections, class-count
-            mismatch, resuming a work dir made with other settings).
     """
     from mmengine.dist import broadcast_object_list, get_dist_info
 
@@ -506,20 +251,13 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
     work_dir = Path(work_dir)
     for section in ('pseudo_dataset', 'generator', 'mask_maker'):
         if cfg.get(section) is None:
-            raise KeyError(f'the config has no {section!r} section (needed by the '
-                           'pseudo-label job)')
-    job = _resolve_job_options(cfg, save_cams)
+            raise PseudoConfigError(f'the config has no {section!r} section (needed by the pseudo-label job)')
+    job = resolve_job_options(cfg, save_cams)
     layout = OutputLayout(work_dir, save_cams=job['save_cams'])
-    import torch
-    if job['torch_threads'] is not None:
-        torch.set_num_threads(int(job['torch_threads']))
-
-    # 1. output folder, before any expensive work; its lock (rank 0 for the whole
-    #    job, outcome shared with the other ranks); the dataset (cheap)
     check_writable(work_dir)
     lock = None
     lock_error: List[Optional[str]] = [None]
-    if rank == 0:
+    if rank == 0 and not lock_held:
         try:
             lock = acquire_work_dir_lock(work_dir)
         except WorkDirLockedError as exc:
@@ -537,121 +275,340 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
             lock.close()
 
 
+def _share_error(rank: int, world_size: int, fn, *args, **kwargs):
+    """Run ``fn`` on rank 0 and raise its error (type and message) on every rank."""
+    from mmengine.dist import broadcast_object_list
+    box: List[Any] = [None]
+    result = None
+    if rank == 0:
+        try:
+            result = fn(*args, **kwargs)
+        except (PseudoConfigError, OSError) as exc:
+            box[0] = (type(exc), str(exc))
+            if world_size == 1:
+                raise
+    if world_size > 1:
+        broadcast_object_list(box, src=0)
+        if box[0] is not None:
+            cls, msg = box[0]
+            raise cls(msg)
+    return result
+
+
 def _run_locked(cfg: Mapping[str, Any], *, work_dir: Path, job: Dict[str, Any],
                 layout: OutputLayout, rank: int, world_size: int, resume: bool,
                 logger: Any, started: float, started_iso: str) -> Dict[str, Any]:
     """The body of :func:`run_pseudo_job`, run while the work-dir lock is held."""
     import torch
     from mmengine.dist import barrier, broadcast_object_list
-    from mmseg.registry import DATASETS, MODELS
-    dataset = DATASETS.build(copy.deepcopy(cfg['pseudo_dataset']))
-    ids = [check_output_id(i) for i in dataset.ids]
+
+    if job['torch_threads'] is not None:
+        torch.set_num_threads(job['torch_threads'])
+    elif not torch.cuda.is_available():
+        torch.set_num_threads(1)
+    if rank == 0:
+        _log(f'pseudo labels -> {work_dir}: reading the label source', logger)
+    dataset = _build('pseudo_dataset', cfg)
+    try:
+        ids = [check_output_id(i) for i in dataset.ids]
+    except ValueError as exc:
+        raise PseudoConfigError(f'pseudo_dataset: {exc}') from exc
     if len(set(ids)) != len(ids):
-        raise ValueError('the dataset yields duplicate image ids')
-    fingerprint = config_fingerprint(cfg, job,
-                                     source_files=getattr(dataset, 'source_files', ()))
+        raise PseudoConfigError('pseudo_dataset yields duplicate image ids')
+    if not ids:
+        raise PseudoConfigError(f'pseudo_dataset ({dataset!r}) lists no image: nothing to do')
+
+    # models: the mask maker first, then the post-processing pool is forked (before torch
+    # starts its thread pools), then the generator (CLIP weights, text features)
     if rank == 0:
-        removed = cleanup_stale_temps([work_dir])  # outputs, rank records, reports (locked)
-        if removed:
-            _log(f'removed {len(removed)} stale temporary file(s) of an interrupted run',
-                 logger)
-        shutil.rmtree(work_dir / _RANK_DIR, ignore_errors=True)
-        _check_fingerprint(work_dir, fingerprint, resume=resume)
-    for d in layout.output_dirs():
-        d.mkdir(parents=True, exist_ok=True)
-    barrier()
+        _log(f'{len(ids)} images; building the mask maker and the generator '
+             f'({cfg["generator"].get("type")})', logger)
+    mask_maker = _build('mask_maker', cfg)
+    writer = OutputWriter(mask_maker, layout, cam_dtype=job['cam_dtype'], fsync=job['fsync'])
+    pool = _start_pool(job['postprocess_workers'], writer)
+    try:
+        t_model = time.perf_counter()
+        generator = _build('generator', cfg)
+        num_classes = check_class_names(dataset, generator)
+        fingerprint = config_fingerprint(cfg, job, source_files=getattr(dataset, 'source_files', ()))
+        if rank == 0:
+            _log(f'generator ready in {time.perf_counter() - t_model:.1f} s', logger)
+            removed = cleanup_stale_temps([work_dir])
+            if removed:
+                _log(f'removed {len(removed)} stale temporary file(s) of an interrupted run', logger)
+            shutil.rmtree(work_dir / RANK_DIR, ignore_errors=True)
+        _share_error(rank, world_size, prepare_work_dir, work_dir, fingerprint, resume=resume, logger=logger)
+        for d in layout.output_dirs():
+            d.mkdir(parents=True, exist_ok=True)
+        barrier()
 
-    # 2. this rank's shard
-    mine = shard_indices(ids, rank=rank, world_size=world_size)
-    todo = [i for i in mine if not (resume and layout.is_done(ids[i]))]
-    n_resumed = len(mine) - len(todo)
-
-    # 3. models
-    generator = MODELS.build(copy.deepcopy(cfg['generator']))
-    mask_maker = MODELS.build(copy.deepcopy(cfg['mask_maker']))
-    gen_names = list(getattr(generator, 'class_names', []) or [])
-    if not gen_names:
-        raise ValueError('the generator exposes no class_names')
-    num_classes = len(gen_names)
-    if dataset.num_classes is not None and dataset.num_classes != num_classes:
-        raise ValueError(
-            f'the dataset ({type(dataset).__name__}) uses {dataset.num_classes} classes but '
-            f'the generator ({type(generator).__name__}) has {num_classes}; use the same '
-            'class table for both')
-    if rank == 0:
-        _log(f'pseudo labels: {len(ids)} images ({dataset!r}), {world_size} process(es); '
-             f'rank 0: {len(mine)} images, {n_resumed} already done, {len(todo)} to do; '
-             f'output {work_dir}', logger)
-
-    # 4. the loop
-    failures: List[Dict[str, Any]] = []
-    stage_s = dict(load=0.0, generate=0.0, mask=0.0, write=0.0)
-    n_ok = 0
-    loop_start = time.perf_counter()
-    last_log = loop_start
-    for n, idx in enumerate(todo, 1):
-        image_id = ids[idx]
-        img_path: Optional[str] = None
+        mine = shard_indices(ids, rank=rank, world_size=world_size)
+        state = inspect_work_dir(work_dir, [ids[i] for i in mine], fingerprint, save_cams=layout.save_cams,
+                                 verify=job['verify_resume'])
+        done = set(state.done)
+        todo = [i for i in mine if ids[i] not in done]
+        if rank == 0:
+            _log(f'{len(ids)} images ({dataset!r}), {world_size} process(es); rank 0: {len(mine)} images, '
+                 f'{len(mine) - len(todo)} already done, {len(todo)} to do', logger)
+        journal = ProvenanceJournal(work_dir, rank=rank, fingerprint=fingerprint['sha256'], fsync=job['fsync'])
         try:
-            record = dataset[idx]
-            img_path = record['img_path']
-            timings = process_one(record, generator=generator, mask_maker=mask_maker,
-                                  layout=layout, num_classes=num_classes,
-                                  cam_dtype=job['cam_dtype'],
-                                  exif_transpose=job['exif_transpose'],
-                                  max_image_pixels=job['max_image_pixels'],
-                                  fsync=bool(job['fsync']))
-            for k, v in timings.items():
-                stage_s[k] += v
-            n_ok += 1
-        except OutputWriteError:
-            raise
-        except ImageFailure as exc:
-            failures.append(dict(id=image_id, img_path=img_path, stage=exc.stage,
-                                 reason=exc.reason, rank=rank))
-        except (OSError, ValueError, KeyError) as exc:  # dataset[idx] (e.g. missing GT)
-            failures.append(dict(id=image_id, img_path=img_path, stage='record',
-                                 reason=f'{type(exc).__name__}: {exc}', rank=rank))
-        except Exception as exc:  # noqa: BLE001 - unexpected, keep the traceback
-            failures.append(dict(id=image_id, img_path=img_path, stage='unexpected',
-                                 reason=f'{type(exc).__name__}: {exc}', rank=rank,
-                                 traceback=traceback.format_exc()))
-        fault_point('between_images', image_id)
-        if failures and failures[-1]['id'] == image_id:
-            f = failures[-1]
-            _log(f'[rank {rank}] FAILED {image_id} ({f["img_path"]}): {f["stage"]}: '
-                 f'{f["reason"]}', logger, level=30)
-        now = time.perf_counter()
-        if rank == 0 and (n % int(job['log_interval']) == 0 or n == len(todo)
-                          or now - last_log > 60):
-            last_log = now
-            rate = n / max(now - loop_start, 1e-9)
-            _log(f'[{n}/{len(todo)}] {rate:.2f} img/s, ETA {_fmt_eta((len(todo) - n) / rate)}, '
-                 f'{len(failures)} failed (rank 0 of {world_size})', logger)
-    loop_s = time.perf_counter() - loop_start
+            run = _Pipeline(dataset=dataset, ids=ids, generator=generator, writer=writer, pool=pool,
+                            journal=journal, job=job, num_classes=num_classes, rank=rank,
+                            world_size=world_size, logger=logger, save_cams=layout.save_cams)
+            run.run(todo)
+        finally:
+            journal.close()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
-    # 5. per-rank record, merged by rank 0
-    rank_record = dict(rank=rank, assigned=len(mine), resumed=n_resumed, attempted=len(todo),
-                       succeeded=n_ok, failures=failures, loop_s=loop_s, stage_s=stage_s,
-                       host=socket.gethostname(), pid=os.getpid(),
-                       torch_threads=torch.get_num_threads())
-    rank_dir = work_dir / _RANK_DIR
+    rank_record = dict(rank=rank, assigned=len(mine), resumed=len(mine) - len(todo), attempted=len(todo),
+                       succeeded=run.n_ok, failures=run.failures, loop_s=run.loop_s, stage_s=run.stage_s,
+                       host=socket.gethostname(), pid=os.getpid(), torch_threads=torch.get_num_threads(),
+                       batch_size=int(getattr(generator, 'batch_size', 1)),
+                       num_workers=job['num_workers'], postprocess_workers=job['postprocess_workers'])
+    rank_dir = work_dir / RANK_DIR
     rank_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(rank_dir / f'rank{rank}.json',
-                       json.dumps(_jsonable(rank_record)).encode())
+    atomic_write_bytes(rank_dir / f'rank{rank}.json', json.dumps(_jsonable(rank_record)).encode())
     barrier()
-
     summary: Dict[str, Any] = {}
     if rank == 0:
         summary = _merge_and_report(
-            cfg=cfg, dataset=dataset, generator=generator, ids=ids, layout=layout,
-            job=job, world_size=world_size, num_classes=num_classes, started=started,
-            started_iso=started_iso, resume=resume, fingerprint=fingerprint, logger=logger)
-    brief = [dict(counts=summary.get('counts'), failures=summary.get('failures'))]
-    broadcast_object_list(brief, src=0)
+            cfg=cfg, dataset=dataset, generator=generator, ids=ids, layout=layout, job=job,
+            world_size=world_size, num_classes=num_classes, started=started, started_iso=started_iso,
+            resume=resume, fingerprint=fingerprint, logger=logger)
+    brief = [dict(counts=summary.get('counts'), failures=summary.get('failures'),
+                  evaluation_failures=summary.get('evaluation_failures'))]
+    if world_size > 1:
+        broadcast_object_list(brief, src=0)
     if rank != 0:
         summary = dict(brief[0], rank=rank, work_dir=str(work_dir))
     return summary
+
+
+# ------------------------------------------------------------------ pipeline
+def _noop() -> int:
+    return os.getpid()
+
+
+_WORKER_WRITER: Optional[OutputWriter] = None
+
+
+def _init_worker(writer: OutputWriter) -> None:
+    global _WORKER_WRITER
+    _WORKER_WRITER = writer
+
+
+def _write_in_worker(task: Mapping[str, Any]) -> Dict[str, Any]:
+    assert _WORKER_WRITER is not None
+    return _WORKER_WRITER(task)
+
+
+def _start_pool(n: int, writer: OutputWriter):
+    """A fork-context process pool for the post-processing stage (None when ``n == 0``).
+
+    Forked before the generator is built (no torch thread pool exists yet); the workers
+    get the writer once, through the initializer, and never run torch.
+    """
+    if not n:
+        return None
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    if 'fork' not in mp.get_all_start_methods():  # pragma: no cover - non-POSIX
+        return None
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context('fork'),
+                               initializer=_init_worker, initargs=(writer,))
+    pool.submit(_noop).result()  # fork every worker now
+    return pool
+
+
+class _LoaderDataset:
+    """Index -> :class:`ImageLoader` output, for a torch DataLoader."""
+
+    def __init__(self, loader: ImageLoader, pairs: Sequence[Tuple[int, str]]) -> None:
+        self.loader = loader
+        self.pairs = list(pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, j: int) -> Dict[str, Any]:
+        return self.loader(*self.pairs[j])
+
+
+def _collate(batch: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return batch
+
+
+class _Pipeline:
+    """One rank's loop: loader workers -> batched generator -> post-processing pool."""
+
+    def __init__(self, *, dataset: Any, ids: List[str], generator: Any, writer: OutputWriter, pool: Any,
+                 journal: ProvenanceJournal, job: Mapping[str, Any], num_classes: int, rank: int,
+                 world_size: int, logger: Any, save_cams: bool) -> None:
+        self.dataset, self.ids, self.generator = dataset, ids, generator
+        self.writer, self.pool, self.journal = writer, pool, journal
+        self.job, self.rank, self.world_size, self.logger = job, rank, world_size, logger
+        self.loader = ImageLoader(dataset, generator.input_preparer(), num_classes=num_classes,
+                                  max_side=getattr(generator, 'max_side', None),
+                                  exif_transpose=job['exif_transpose'], max_image_pixels=job['max_image_pixels'],
+                                  max_image_memory=job['max_image_memory'], save_cams=save_cams)
+        self.failures: List[Dict[str, Any]] = []
+        self.n_ok = 0
+        self.n_handled = 0
+        self.stage_s = dict(wait_loader=0.0, decode=0.0, model=0.0, mask_crf=0.0, encode_write=0.0,
+                            wait_writer=0.0)
+        self.loop_s = 0.0
+
+    # -- bookkeeping
+    def _fail(self, entry: Mapping[str, Any], stage: str, reason: str, tb: Optional[str] = None) -> None:
+        rec = dict(id=entry['id'], img_path=entry.get('img_path'), stage=stage, reason=reason, rank=self.rank)
+        if tb:
+            rec['traceback'] = tb
+        self.failures.append(rec)
+        _log(f'[rank {self.rank}] FAILED {rec["id"]} ({rec["img_path"]}): {stage}: {reason}', self.logger,
+             level=30)
+
+    def _finish(self, entry: Mapping[str, Any], outcome: Mapping[str, Any]) -> None:
+        if 'write_error' in outcome:
+            err = outcome['write_error']
+            raise OutputWriteError(
+                err['errno'], f'cannot write {err["filename"]} (image {entry["id"]!r}): {err["strerror"]}. '
+                'The job stops: this is not a problem of the image. Files already written are '
+                'complete; fix the cause (free space, permissions) and rerun the same command to resume',
+                err['filename'])
+        if 'stage' in outcome:
+            self._fail(entry, outcome['stage'], outcome['reason'], outcome.get('traceback'))
+        else:
+            self.journal.append(entry['id'], outcome['files'])
+            self.n_ok += 1
+            t = outcome['timings']
+            self.stage_s['mask_crf'] += t.get('mask', 0.0)
+            self.stage_s['encode_write'] += t.get('write', 0.0)
+        fault_point('between_images', entry['id'])
+        self.n_handled += 1
+        self._progress()
+
+    def _progress(self, final: bool = False) -> None:
+        if self.rank != 0:
+            return
+        now = time.perf_counter()
+        n, total = self.n_handled, self.total
+        if final and self._last_n == n:
+            return
+        if not (final or n == 1 or n % self.job['log_interval'] == 0 or now - self._last_log > 10):
+            return
+        self._last_log, self._last_n = now, n
+        rate = n / max(now - self._start, 1e-9)
+        _log(f'[{n}/{total}] {rate:.2f} img/s, ETA {_fmt_eta((total - n) / rate if rate else float("nan"))}, '
+             f'{len(self.failures)} failed (rank 0 of {self.world_size})', self.logger)
+
+    # -- stages
+    def _generate(self, entries: List[Dict[str, Any]]) -> List[Tuple[Dict[str, Any], Any]]:
+        """``(entry, result)`` pairs; a failing batch is retried image by image."""
+        items = [e['item'] for e in entries]
+        try:
+            results = self.generator.generate(items)
+            if len(results) != len(items):
+                raise ValueError(f'generate returned {len(results)} results for {len(items)} images')
+            return list(zip(entries, results))
+        except Exception as exc:  # noqa: BLE001
+            if len(entries) > 1:
+                return [pair for e in entries for pair in self._generate([e])]
+            return [(entries[0], exc)]
+
+    def _submit(self, entry: Dict[str, Any], result: Any, pending: Deque) -> None:
+        import numpy as np
+        item = entry.pop('item')
+        res = dict(result)
+        for key in ('cam', 'cam_refined'):
+            if hasattr(res.get(key), 'detach'):
+                res[key] = res[key].detach().float().cpu().numpy()
+        task = dict(id=entry['id'], result=res, image=np.asarray(item['image']), label_ids=item['label_ids'],
+                    work_hw=tuple(item['work_hw']), image_hw=tuple(item['image_hw']))
+        if self.pool is None:
+            pending.append((entry, self.writer(task)))
+        else:
+            pending.append((entry, self.pool.submit(_write_in_worker, task)))
+
+    def _drain(self, pending: Deque, keep: int) -> None:
+        while len(pending) > keep:
+            entry, fut = pending.popleft()
+            if hasattr(fut, 'result'):
+                t = time.perf_counter()
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a dead worker (killed, OOM)
+                    raise RuntimeError(f'a post-processing worker died while handling {entry["id"]!r} '
+                                       f'({type(exc).__name__}: {exc}); rerun the same command to resume '
+                                       '(finished images are kept)') from exc
+                self.stage_s['wait_writer'] += time.perf_counter() - t
+            else:
+                outcome = fut
+            self._finish(entry, outcome)
+
+    def run(self, todo: Sequence[int]) -> None:
+        """Process the images ``todo`` (indices into ``ids``)."""
+        import torch
+        self.total = len(todo)
+        self._start = self._last_log = time.perf_counter()
+        self._last_n = 0
+        if not todo:
+            return
+        batch_size = max(1, int(getattr(self.generator, 'batch_size', 1) or 1))
+        workers = self.job['num_workers']
+        data = _LoaderDataset(self.loader, [(i, self.ids[i]) for i in todo])
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                             collate_fn=_collate, prefetch_factor=2 if workers else None)
+        max_pending = 2 * max(1, self.job['postprocess_workers'])
+        pending: Deque = collections.deque()
+        it = iter(loader)
+        while True:
+            t = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            self.stage_s['wait_loader'] += time.perf_counter() - t
+            ready = []
+            for entry in batch:
+                if 'stage' in entry:
+                    self._drain(pending, 0)  # keep the log in order
+                    self._fail(entry, entry['stage'], entry['reason'])
+                    fault_point('between_images', entry['id'])
+                    self.n_handled += 1
+                    self._progress()
+                else:
+                    self.stage_s['decode'] += entry.pop('load_s', 0.0)
+                    ready.append(entry)
+            if not ready:
+                continue
+            t = time.perf_counter()
+            pairs = self._generate(ready)
+            self.stage_s['model'] += time.perf_counter() - t
+            for entry, result in pairs:
+                if isinstance(result, BaseException):
+                    entry.pop('item', None)
+                    self._drain(pending, 0)
+                    self._fail(entry, 'generate', f'{type(result).__name__}: {result}',
+                               ''.join(traceback.format_exception(result)))
+                    fault_point('between_images', entry['id'])
+                    self.n_handled += 1
+                    self._progress()
+                    continue
+                self._submit(entry, result, pending)
+                self._drain(pending, max_pending)
+        self._drain(pending, 0)
+        self.loop_s = time.perf_counter() - self._start
+        self._progress(final=True)
+
+
+# ------------------------------------------------------------------- report
+def _class_names_for_eval(dataset: Any, generator: Any, num_classes: int) -> List[str]:
+    names = list(getattr(generator, 'class_names', []) or [])
+    if len(names) != num_classes:
+        names = [f'class_{i}' for i in range(num_classes)]
+    return ['background'] + [str(n) for n in names]
 
 
 def _merge_and_report(*, cfg: Mapping[str, Any], dataset: Any, generator: Any,
@@ -662,18 +619,20 @@ def _merge_and_report(*, cfg: Mapping[str, Any], dataset: Any, generator: Any,
     work_dir = layout.work_dir
     ranks = []
     for r in range(world_size):
-        path = work_dir / _RANK_DIR / f'rank{r}.json'
+        path = work_dir / RANK_DIR / f'rank{r}.json'
         if not path.is_file():
             raise RuntimeError(f'rank {r} did not leave its record {path}')
         ranks.append(json.loads(path.read_text()))
-    shutil.rmtree(work_dir / _RANK_DIR, ignore_errors=True)
+    shutil.rmtree(work_dir / RANK_DIR, ignore_errors=True)
     failures = sorted((f for r in ranks for f in r['failures']), key=lambda f: f['id'])
     stage_s = {k: sum(r['stage_s'][k] for r in ranks) for k in ranks[0]['stage_s']}
     succeeded = sum(r['succeeded'] for r in ranks)
     loop_wall = max(r['loop_s'] for r in ranks)
-    done = sum(1 for i in ids if layout.is_done(i))
+    done = len(inspect_work_dir(work_dir, ids, fingerprint, save_cams=layout.save_cams, verify='size').done)
     counts = dict(total=len(ids), done=done, processed=succeeded,
-                  skipped_resumed=sum(r['resumed'] for r in ranks), failed=len(failures))
+                  skipped_resumed=sum(r['resumed'] for r in ranks), failed=len(failures),
+                  evaluation_failed=0)
+    evaluation_failures: List[Dict[str, Any]] = []
 
     evaluation = None
     eval_files = None
@@ -681,8 +640,7 @@ def _merge_and_report(*, cfg: Mapping[str, Any], dataset: Any, generator: Any,
         items = dataset.gt_items()
         if any(it['gt_path'] for it in items):
             fault_point('evaluate', work_dir)
-            from wsss_mmseg.evaluation.pseudo_eval import (evaluate_pseudo_dir,
-                                                           write_eval_reports)
+            from .evaluate import evaluate_pseudo_dir, write_eval_reports
             t = time.perf_counter()
             result = evaluate_pseudo_dir(
                 items, num_classes=num_classes + 1, mask_dir=layout.mask_dir,
@@ -690,6 +648,13 @@ def _merge_and_report(*, cfg: Mapping[str, Any], dataset: Any, generator: Any,
                 class_names=_class_names_for_eval(dataset, generator, num_classes),
                 conf_thresholds=job['eval_conf_thresholds'])
             eval_files = write_eval_reports(result, work_dir)
+            evaluation_failures = list(result['failures'])
+            counts['evaluation_failed'] = len(evaluation_failures)
+            for f in evaluation_failures[:20]:
+                _log(f'evaluation FAILED for {f}', logger, level=30)
+            if len(evaluation_failures) > 20:
+                _log(f'... and {len(evaluation_failures) - 20} more evaluation failures (eval.json)', logger,
+                     level=30)
             evaluation = dict(
                 num_images=result['num_images'], seconds=time.perf_counter() - t,
                 missing_masks=len(result['missing_masks']), failures=result['failures'],
@@ -720,7 +685,8 @@ def _merge_and_report(*, cfg: Mapping[str, Any], dataset: Any, generator: Any,
                                for r in ranks]),
         outputs=dict(masks=str(layout.mask_dir), confidence=str(layout.confidence_dir),
                      cams=str(layout.cam_dir) if layout.save_cams else None),
-        failures=failures, evaluation=evaluation, eval_files=eval_files)
+        failures=failures, evaluation_failures=evaluation_failures, evaluation=evaluation,
+        eval_files=eval_files)
     fault_point('before_summary', work_dir)
     atomic_write_bytes(work_dir / 'summary.json',
                        (json.dumps(_jsonable(summary), indent=1) + '\n').encode())
@@ -730,10 +696,19 @@ def _merge_and_report(*, cfg: Mapping[str, Any], dataset: Any, generator: Any,
         atomic_write_bytes(failures_txt, ('\n'.join(lines) + '\n').encode())
     elif failures_txt.exists():
         failures_txt.unlink()
+    if job.get('report'):
+        try:
+            from ..report import write_report
+            summary['report'] = str(write_report(work_dir))
+            _log(f'report: {summary["report"]}', logger)
+        except Exception as exc:  # noqa: BLE001 - the labels are done; the report is extra
+            _log(f'could not write the HTML report: {type(exc).__name__}: {exc}', logger, level=30)
     rate = summary['timings']['images_per_s']
     _log(f'done: {counts["done"]}/{counts["total"]} images have pseudo labels '
          f'({counts["processed"]} made now, {counts["skipped_resumed"]} resumed, '
-         f'{counts["failed"]} failed) in {wall:.1f} s'
+         f'{counts["failed"]} failed'
+         + (f', {counts["evaluation_failed"]} evaluation failures' if counts['evaluation_failed'] else '')
+         + f') in {wall:.1f} s'
          + (f', {rate:.2f} img/s' if rate else '') + f'; summary: {work_dir / "summary.json"}',
          logger)
     return summary

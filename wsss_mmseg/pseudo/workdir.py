@@ -1,0 +1,602 @@
+"""The pseudo-label work dir: layout, settings fingerprint, provenance, locks, options, exit codes.
+
+One module owns these rules; ``tools/generate_pseudo.py`` (through
+:func:`wsss_mmseg.pseudo.job.run_pseudo_job`) and ``PseudoLabelHook`` both use it.
+
+Layout below ``work_dir``::
+
+    masks/<id>.png, confidence/<id>.png, cams/<id>.npy   the outputs (see pseudo.io)
+    pseudo_fingerprint.json     the settings the outputs were made with (+ their sha256)
+    .provenance/rank<r>.jsonl   one record per finished image: id, fingerprint, size and
+                                CRC-32 of each of its files (append-only, per rank)
+    summary.json, failures.txt, eval.json, eval.md, eval_iou.png, report/   reports
+    superseded/<time>-<sha12>/  an older output set, moved aside (never deleted)
+    .lock                       held (flock) by the job that writes the folder
+
+Rules:
+
+* **Provenance.** An image counts as done only when a provenance record of the
+  *current* fingerprint lists it and each of its files still has the recorded size
+  (and, with ``pseudo_job.verify_resume='crc'``, the default, the recorded CRC-32):
+  a file from another run, a zeroed mask or a truncated confidence map is recomputed.
+  The record is appended after the image's files are renamed into place, so a kill in
+  between only costs recomputing that image.
+* **One setting per folder.** The fingerprint covers the dataset, generator and mask
+  sections, the content of the dataset's list/label files and of every weights or
+  checkpoint file the generator names (sha256, cached by path + size + mtime), and
+  the job options that change bytes. It is written only after the config has been
+  validated and the models built. Resuming under another fingerprint, or into outputs
+  without a readable fingerprint, is refused (exit status 3); ``--no-resume`` (the
+  hook's ``mode='regenerate'``) first moves the old set to ``superseded/`` with one
+  rename per entry -- old outputs are never deleted and never mixed with new ones.
+* **One job per folder.** Rank 0 holds ``fcntl.flock`` on ``.lock`` for the whole job.
+
+Exit statuses of the tool: :data:`EXIT_OK` 0 all done; :data:`EXIT_FAILED_IMAGES` 1 some
+images (or evaluations) failed, the job completed; :data:`EXIT_WRITE` 2 an output could
+not be written or the folder is locked by another job; :data:`EXIT_CONFIG` 3 bad config,
+arguments or work dir (before any image); :data:`EXIT_INTERRUPTED` 130 interrupted.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import socket
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .io import atomic_write_bytes, check_output_id
+from .options import PseudoConfigError, check_bool, check_fraction, check_int
+
+PathLike = Union[str, os.PathLike]
+
+__all__ = [
+    'EXIT_OK', 'EXIT_FAILED_IMAGES', 'EXIT_WRITE', 'EXIT_CONFIG', 'EXIT_INTERRUPTED',
+    'FINGERPRINT_FILE', 'LOCK_FILE', 'RANK_DIR', 'PROVENANCE_DIR', 'SUPERSEDED_DIR', 'REPORT_FILES',
+    'JOB_DEFAULTS', 'OutputLayout', 'OutputWriteError', 'WorkDirLockedError', 'WorkDirConflictError',
+    'PseudoConfigError', 'resolve_job_options', 'config_fingerprint', 'weights_ids',
+    'read_fingerprint', 'write_fingerprint', 'describe_fingerprint_change', 'has_outputs',
+    'ProvenanceJournal', 'read_provenance', 'WorkDirState', 'inspect_work_dir', 'move_aside',
+    'try_flock', 'acquire_work_dir_lock', 'check_writable',
+]
+
+EXIT_OK = 0
+EXIT_FAILED_IMAGES = 1
+EXIT_WRITE = 2
+EXIT_CONFIG = 3
+EXIT_INTERRUPTED = 130
+
+FINGERPRINT_FILE = 'pseudo_fingerprint.json'
+LOCK_FILE = '.lock'
+RANK_DIR = '.pseudo_ranks'
+PROVENANCE_DIR = '.provenance'
+SUPERSEDED_DIR = 'superseded'
+OUTPUT_SUBDIRS = ('masks', 'confidence', 'cams')
+REPORT_FILES = ('summary.json', 'failures.txt', 'eval.json', 'eval.md', 'eval_iou.png', 'report')
+
+#: Defaults of ``cfg.pseudo_job`` (validated by :func:`resolve_job_options`).
+JOB_DEFAULTS: Dict[str, Any] = dict(
+    save_cams=False, cam_dtype='float16', log_interval=50, exif_transpose=False,
+    max_image_pixels='pil', max_image_memory=4 << 30, evaluate=True, eval_conf_thresholds=[0.95],
+    fsync=True, torch_threads=None, num_workers=None, postprocess_workers=None,
+    verify_resume='crc', report=False)
+
+
+class OutputWriteError(OSError):
+    """An output file could not be written: the job stops (not a per-image failure)."""
+
+
+class WorkDirLockedError(RuntimeError):
+    """Another pseudo-label job holds the lock of the work dir."""
+
+
+class WorkDirConflictError(PseudoConfigError):
+    """The work dir holds outputs of other (or unknown) settings; resuming would mix them."""
+
+
+# ------------------------------------------------------------------- options
+def _default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def resolve_job_options(cfg: Mapping[str, Any], save_cams: Optional[bool] = None) -> Dict[str, Any]:
+    """``JOB_DEFAULTS`` updated with ``cfg.pseudo_job``, every value checked.
+
+    Args:
+        cfg: Job config (its optional ``pseudo_job`` section).
+        save_cams: Command-line override of ``save_cams`` (None: the config's).
+
+    Returns:
+        The resolved options (``num_workers``/``postprocess_workers`` filled in).
+
+    Raises:
+        PseudoConfigError: Unknown option, wrong type or value; the message names it.
+    """
+    section = cfg.get('pseudo_job') or {}
+    if not isinstance(section, Mapping):
+        raise PseudoConfigError(f'pseudo_job must be a dict, got {section!r}')
+    unknown = sorted(set(section) - set(JOB_DEFAULTS))
+    if unknown:
+        raise PseudoConfigError(f'unknown pseudo_job option(s) {unknown}; known: {sorted(JOB_DEFAULTS)}')
+    job = dict(JOB_DEFAULTS)
+    job.update(section)
+    if save_cams is not None:
+        job['save_cams'] = save_cams
+    for key in ('save_cams', 'exif_transpose', 'evaluate', 'fsync', 'report'):
+        job[key] = check_bool(f'pseudo_job.{key}', job[key])
+    try:
+        dtype = np.dtype(job['cam_dtype'])
+    except TypeError as exc:
+        raise PseudoConfigError(f'pseudo_job.cam_dtype {job["cam_dtype"]!r} is not a dtype') from exc
+    if not np.issubdtype(dtype, np.floating):
+        raise PseudoConfigError(f'pseudo_job.cam_dtype must be a float dtype, got {job["cam_dtype"]!r}')
+    job['log_interval'] = check_int('pseudo_job.log_interval', job['log_interval'], lo=1)
+    if job['max_image_pixels'] not in ('pil', None):
+        job['max_image_pixels'] = check_int('pseudo_job.max_image_pixels', job['max_image_pixels'], lo=1)
+    if job['max_image_memory'] is not None:
+        job['max_image_memory'] = check_int('pseudo_job.max_image_memory', job['max_image_memory'], lo=1)
+    thresholds = job['eval_conf_thresholds']
+    if thresholds is None:
+        thresholds = []
+    if not isinstance(thresholds, (list, tuple)):
+        raise PseudoConfigError(f'pseudo_job.eval_conf_thresholds must be a list of numbers in [0, 1], '
+                                f'got {thresholds!r}')
+    job['eval_conf_thresholds'] = [check_fraction('pseudo_job.eval_conf_thresholds', t) for t in thresholds]
+    for key in ('torch_threads',):
+        if job[key] is not None:
+            job[key] = check_int(f'pseudo_job.{key}', job[key], lo=1)
+    for key in ('num_workers', 'postprocess_workers'):
+        job[key] = _default_workers() if job[key] is None else check_int(f'pseudo_job.{key}', job[key], lo=0)
+    if job['verify_resume'] not in ('crc', 'size'):
+        raise PseudoConfigError(f"pseudo_job.verify_resume must be 'crc' or 'size', got {job['verify_resume']!r}")
+    return job
+
+
+# --------------------------------------------------------------- fingerprint
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return repr(obj)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_ids(section: Any) -> Dict[str, str]:
+    """Content ids of every existing file a generator section names (weights, checkpoints).
+
+    Walks the section's string values (``clip.pretrained``, ``checkpoint``, ...); those
+    naming an existing file are identified by the sha256 of their content
+    (:func:`wsss_mmseg.clip.weights_id.weights_content_id`, cached by path + size + mtime).
+
+    Args:
+        section: The ``generator`` config section.
+
+    Returns:
+        ``{path as written: content id}``.
+    """
+    from ..clip.weights_id import weights_content_id
+    found: Dict[str, str] = {}
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, Mapping):
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v)
+        elif isinstance(obj, (str, os.PathLike)):
+            path = os.path.expanduser(os.fspath(obj))
+            if len(path) < 4096 and os.path.isfile(path):
+                found[os.fspath(obj)] = weights_content_id(path)
+
+    walk(section)
+    return found
+
+
+def config_fingerprint(cfg: Mapping[str, Any], job: Mapping[str, Any], *,
+                       source_files: Sequence[PathLike] = (),
+                       weights: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """The settings that determine the output bytes, and their hash.
+
+    Args:
+        cfg: Job config (``pseudo_dataset``, ``generator``, ``mask_maker``).
+        job: Resolved ``pseudo_job`` options.
+        source_files: List/label files of the dataset (content hashed: edits are noticed).
+        weights: Content ids of the generator's weight files (default: :func:`weights_ids`).
+
+    Returns:
+        ``dict(sha256=..., settings=...)``.
+    """
+    if weights is None:
+        weights = weights_ids(cfg.get('generator'))
+    settings = dict(pseudo_dataset=_jsonable(cfg.get('pseudo_dataset')),
+                    generator=_jsonable(cfg.get('generator')),
+                    mask_maker=_jsonable(cfg.get('mask_maker')),
+                    exif_transpose=bool(job['exif_transpose']),
+                    cam_dtype=str(job['cam_dtype']),
+                    label_files={str(p): _file_sha256(Path(p)) for p in source_files if Path(p).is_file()},
+                    weights=dict(sorted(weights.items())))
+    blob = json.dumps(settings, sort_keys=True).encode()
+    return dict(sha256=hashlib.sha256(blob).hexdigest(), settings=settings)
+
+
+def read_fingerprint(work_dir: PathLike) -> Tuple[str, Optional[Dict[str, Any]]]:
+    """The stored fingerprint and its status.
+
+    Returns:
+        ``('absent', None)``, ``('corrupt', None)`` (unreadable, not JSON, no sha256) or
+        ``('ok', data)``.
+    """
+    path = Path(work_dir) / FINGERPRINT_FILE
+    if not path.exists():
+        return 'absent', None
+    try:
+        data = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return 'corrupt', None
+    if not isinstance(data, dict) or not isinstance(data.get('sha256'), str):
+        return 'corrupt', None
+    return 'ok', data
+
+
+def write_fingerprint(work_dir: PathLike, fingerprint: Mapping[str, Any]) -> None:
+    """Atomically write ``pseudo_fingerprint.json``."""
+    atomic_write_bytes(Path(work_dir) / FINGERPRINT_FILE,
+                       (json.dumps(fingerprint, indent=1, sort_keys=True) + '\n').encode())
+
+
+def describe_fingerprint_change(old: Optional[Mapping[str, Any]], new: Mapping[str, Any]) -> str:
+    """Which settings differ between two fingerprints, for messages."""
+    if old is None:
+        return 'unknown settings'
+    before = old.get('settings') or {}
+    now = new['settings']
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) == now.get(key):
+            continue
+        if key in ('label_files', 'weights'):
+            a, b = before.get(key) or {}, now.get(key) or {}
+            files = sorted(f for f in set(a) | set(b) if a.get(f) != b.get(f))
+            changed.append(f'{"label files" if key == "label_files" else "weights content"} {files}')
+        elif isinstance(before.get(key), Mapping) and isinstance(now.get(key), Mapping):
+            a, b = before[key], now[key]
+            sub = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            changed.append(f'{key} ({", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sub)[:300]})')
+        else:
+            changed.append(key)
+    return ', '.join(changed) or 'nothing visible'
+
+
+def generator_label(fp: Optional[Mapping[str, Any]]) -> str:
+    """``<generator type> (settings <sha12>)`` for messages."""
+    if fp is None:
+        return 'unknown settings'
+    gen = (fp.get('settings') or {}).get('generator') or {}
+    typ = gen.get('type', '?') if isinstance(gen, Mapping) else '?'
+    return f'{typ} (settings {str(fp.get("sha256", "?"))[:12]})'
+
+
+# ------------------------------------------------------------------- layout
+class OutputLayout:
+    """File names of one pseudo-label job below ``work_dir``.
+
+    ``masks/<id>.png``, ``confidence/<id>.png`` and (optional) ``cams/<id>.npy``;
+    ids with ``/`` create sub-folders.
+
+    Args:
+        work_dir: Output root.
+        save_cams: Whether CAM files are part of a finished image.
+    """
+
+    SUBDIRS = OUTPUT_SUBDIRS
+
+    def __init__(self, work_dir: PathLike, *, save_cams: bool = False) -> None:
+        self.work_dir = Path(work_dir)
+        self.save_cams = bool(save_cams)
+        self.mask_dir = self.work_dir / 'masks'
+        self.confidence_dir = self.work_dir / 'confidence'
+        self.cam_dir = self.work_dir / 'cams'
+
+    def mask_path(self, image_id: str) -> Path:
+        """Path of the label mask of ``image_id``."""
+        return self.mask_dir / f'{check_output_id(image_id)}.png'
+
+    def confidence_path(self, image_id: str) -> Path:
+        """Path of the confidence map of ``image_id``."""
+        return self.confidence_dir / f'{check_output_id(image_id)}.png'
+
+    def cam_path(self, image_id: str) -> Path:
+        """Path of the CAM file of ``image_id``."""
+        return self.cam_dir / f'{check_output_id(image_id)}.npy'
+
+    def expected_paths(self, image_id: str) -> List[Path]:
+        """All files that make ``image_id`` finished."""
+        paths = [self.mask_path(image_id), self.confidence_path(image_id)]
+        if self.save_cams:
+            paths.append(self.cam_path(image_id))
+        return paths
+
+    def output_dirs(self) -> List[Path]:
+        """The folders this layout writes into."""
+        dirs = [self.mask_dir, self.confidence_dir]
+        if self.save_cams:
+            dirs.append(self.cam_dir)
+        return dirs
+
+    def make_dirs(self, image_id: str) -> None:
+        """Create the (sub-)folders needed for ``image_id``'s files."""
+        for p in self.expected_paths(image_id):
+            p.parent.mkdir(parents=True, exist_ok=True)
+
+
+def has_outputs(work_dir: PathLike) -> bool:
+    """Any file in ``masks/``, ``confidence/`` or ``cams/``, or provenance records."""
+    for name in OUTPUT_SUBDIRS + (PROVENANCE_DIR,):
+        d = Path(work_dir) / name
+        if d.is_dir():
+            for _root, _dirs, files in os.walk(d):
+                if files:
+                    return True
+    return False
+
+
+# --------------------------------------------------------------- provenance
+def file_record(path: Path, data: Optional[bytes] = None) -> List[int]:
+    """``[size, crc32]`` of a file (of ``data`` when given: the bytes just written)."""
+    if data is None:
+        data = path.read_bytes()
+    return [len(data), zlib.crc32(data) & 0xFFFFFFFF]
+
+
+class ProvenanceJournal:
+    """Append-only per-rank record of finished images (see the module docstring).
+
+    Args:
+        work_dir: Job output folder.
+        rank: This process's rank (one file per rank: no two writers share a file).
+        fingerprint: sha256 of the current settings.
+        fsync: fsync after each append.
+    """
+
+    def __init__(self, work_dir: PathLike, *, rank: int, fingerprint: str, fsync: bool = True) -> None:
+        self.dir = Path(work_dir) / PROVENANCE_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / f'rank{int(rank)}.jsonl'
+        self.fingerprint = fingerprint
+        self.fsync = fsync
+        self._f = open(self.path, 'ab')
+
+    def append(self, image_id: str, files: Mapping[str, Sequence[int]]) -> None:
+        """Record that ``image_id``'s files (relative path -> ``[size, crc32]``) are complete."""
+        line = json.dumps(dict(id=image_id, fp=self.fingerprint, files=dict(files)), sort_keys=True)
+        try:
+            self._f.write(line.encode() + b'\n')
+            self._f.flush()
+            if self.fsync:
+                os.fsync(self._f.fileno())
+        except OSError as exc:
+            raise OutputWriteError(exc.errno, f'cannot write {self.path}: {exc.strerror or exc}',
+                                   str(self.path)) from exc
+
+    def close(self) -> None:
+        """Close the file."""
+        self._f.close()
+
+
+def read_provenance(work_dir: PathLike, fingerprint: str) -> Dict[str, Dict[str, List[int]]]:
+    """Records of the current fingerprint, ``{image id: {relative path: [size, crc32]}}``.
+
+    Torn last lines (a killed writer) and records of other fingerprints are ignored;
+    a later record of an id replaces an earlier one.
+    """
+    out: Dict[str, Dict[str, List[int]]] = {}
+    d = Path(work_dir) / PROVENANCE_DIR
+    if not d.is_dir():
+        return out
+    for path in sorted(d.glob('rank*.jsonl')):
+        with open(path, 'rb') as f:
+            for raw in f:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and rec.get('fp') == fingerprint and isinstance(rec.get('id'), str) \
+                        and isinstance(rec.get('files'), dict):
+                    out[rec['id']] = rec['files']
+    return out
+
+
+def verify_record(work_dir: Path, files: Mapping[str, Sequence[int]], *, check_crc: bool) -> bool:
+    """Whether every file of a record still has its recorded size (and CRC-32)."""
+    for rel, (size, crc) in files.items():
+        path = work_dir / rel
+        try:
+            if path.stat().st_size != size:
+                return False
+            if check_crc and file_record(path)[1] != crc:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class WorkDirState:
+    """What a work dir holds for a list of image ids under the current settings.
+
+    Attributes:
+        fingerprint_status: ``'match'``, ``'differs'``, ``'absent'`` or ``'corrupt'``.
+        stored: The stored fingerprint (when readable).
+        has_outputs: Any output or provenance file exists.
+        done: Ids whose outputs are verified for the current fingerprint.
+        total: Number of ids asked about.
+    """
+
+    fingerprint_status: str
+    stored: Optional[Dict[str, Any]]
+    has_outputs: bool
+    done: List[str] = field(default_factory=list)
+    total: int = 0
+
+    @property
+    def missing(self) -> int:
+        """Number of ids without verified outputs."""
+        return self.total - len(self.done)
+
+
+def inspect_work_dir(work_dir: PathLike, ids: Sequence[str], fingerprint: Mapping[str, Any], *,
+                     save_cams: bool = False, verify: str = 'crc') -> WorkDirState:
+    """Fingerprint status and the verified finished images of ``ids``.
+
+    Args:
+        work_dir: Job output folder.
+        ids: Image ids of the dataset.
+        fingerprint: Current :func:`config_fingerprint`.
+        save_cams: Whether a CAM file is part of a finished image.
+        verify: ``'crc'`` (read every file) or ``'size'`` (stat only).
+
+    Returns:
+        The state; ``done`` is empty unless the fingerprint matches.
+    """
+    work_dir = Path(work_dir)
+    status, stored = read_fingerprint(work_dir)
+    if status == 'ok':
+        status = 'match' if stored['sha256'] == fingerprint['sha256'] else 'differs'
+    state = WorkDirState(fingerprint_status=status, stored=stored, has_outputs=has_outputs(work_dir),
+                         total=len(ids))
+    if status != 'match':
+        return state
+    records = read_provenance(work_dir, fingerprint['sha256'])
+    layout = OutputLayout(work_dir, save_cams=save_cams)
+    for image_id in ids:
+        files = records.get(image_id)
+        if files is None:
+            continue
+        needed = {p.relative_to(work_dir).as_posix() for p in layout.expected_paths(image_id)}
+        if needed <= set(files) and verify_record(work_dir, {k: files[k] for k in needed},
+                                                   check_crc=verify == 'crc'):
+            state.done.append(image_id)
+    return state
+
+
+def move_aside(work_dir: PathLike, stored: Optional[Mapping[str, Any]] = None) -> Optional[Path]:
+    """Move the current output set to ``superseded/<time>-<sha12>/`` (nothing is deleted).
+
+    Moves ``masks/``, ``confidence/``, ``cams/``, ``.provenance/``, the fingerprint and the
+    reports, one ``os.rename`` each (the fingerprint last but one, the provenance last,
+    so an interrupted move never leaves new-looking records next to old files).
+
+    Returns:
+        The folder they went to, or None when there was nothing to move.
+    """
+    work_dir = Path(work_dir)
+    names = [n for n in OUTPUT_SUBDIRS + REPORT_FILES + (FINGERPRINT_FILE, PROVENANCE_DIR)
+             if (work_dir / n).exists() or (work_dir / n).is_symlink()]
+    if not names:
+        return None
+    sha = str((stored or {}).get('sha256') or 'unknown')[:12]
+    stamp = datetime.datetime.now().strftime('%Y%m%d_%H%M%S_%f')
+    dest = work_dir / SUPERSEDED_DIR / f'{stamp}-{sha}'
+    dest.mkdir(parents=True, exist_ok=False)
+    for name in names:
+        os.rename(work_dir / name, dest / name)
+    return dest
+
+
+# -------------------------------------------------------------------- locks
+def try_flock(path: PathLike) -> Tuple[Optional[Any], Optional[str]]:
+    """Try to take an exclusive advisory ``flock`` on ``path`` without waiting.
+
+    Args:
+        path: Lock file (created if missing).
+
+    Returns:
+        ``(open file, None)`` when taken (keep it open to hold the lock), ``(None, holder)``
+        when another process holds it, ``(None, None)`` where ``fcntl`` is unavailable.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        return None, None
+    f = open(path, 'a+', encoding='utf-8')
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or 'holder unknown'
+        f.close()
+        return None, holder
+    f.seek(0)
+    f.truncate()
+    f.write(f'pid {os.getpid()} on {socket.gethostname()} since '
+            f'{datetime.datetime.now().isoformat(timespec="seconds")}\n')
+    f.flush()
+    return f, None
+
+
+def acquire_work_dir_lock(work_dir: PathLike) -> Optional[Any]:
+    """Take the exclusive lock of ``work_dir`` (``<work_dir>/.lock``), without waiting.
+
+    Returns:
+        The open lock file (closing it, or the process ending, releases it), or None
+        where ``fcntl`` is unavailable.
+
+    Raises:
+        WorkDirLockedError: Another process holds it (message names folder and holder).
+    """
+    path = Path(work_dir) / LOCK_FILE
+    handle, holder = try_flock(path)
+    if holder is not None:
+        raise WorkDirLockedError(
+            f'the output directory {work_dir} is in use by another pseudo-label job '
+            f'({holder}); two jobs writing the same folder would race. Wait for it to '
+            f'finish, or use another --work-dir. (The lock is {path}; it is released '
+            'when that process ends.)')
+    return handle
+
+
+def check_writable(work_dir: PathLike) -> None:
+    """Create ``work_dir`` and prove that files can be written there.
+
+    Raises:
+        PermissionError: It cannot be created or written (message names it).
+        NotADirectoryError: It exists as a file.
+    """
+    work_dir = Path(work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise NotADirectoryError(f'output path {work_dir} exists and is not a directory')
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f'cannot create the output directory {work_dir}: '
+                              f'{exc.strerror or exc}') from exc
+    if not work_dir.is_dir():
+        raise NotADirectoryError(f'output path {work_dir} exists and is not a directory')
+    probe = work_dir / f'.write_probe.{os.getpid()}.{socket.gethostname()}'
+    try:
+        atomic_write_bytes(probe, b'ok', fsync=False)
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f'the output directory {work_dir} is not writable: {exc}') from exc
+
+
