@@ -36,6 +36,7 @@ Labels are de-duplicated in order (as the official XML parsing); ``K = 0`` is a
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -220,6 +221,12 @@ class CLIPESCAM(nn.Module):
         self.power = int(power)
         self.batched_grad = None if batched_grad is None else bool(batched_grad)
         self.max_side = max_side
+        #: Host wall-clock seconds of the stages of the last :meth:`forward_batch` call:
+        #: ``trunk`` (patch embedding + blocks 1..L-1), ``last_block_grad`` (the shared last-block
+        #: forward, head, softmax and the label backward passes), ``cam`` (Grad-CAM maps + resize),
+        #: ``caa`` (boxes, Sinkhorn, propagation + resize). On CUDA kernels run asynchronously, so
+        #: the split is approximate there (no synchronisation is added). Read by the benchmark.
+        self.last_timings: Dict[str, float] = {}
 
     @property
     def num_classes(self) -> int:
@@ -335,6 +342,7 @@ class CLIPESCAM(nn.Module):
         keys_list = [unique_labels(labels, num_classes=self.num_classes) for labels in label_lists]
         vit = self.vit
         dev = self.device
+        t_start = time.perf_counter()
         grids: List[Tuple[int, int]] = []
         embs: List[Tensor] = []
         with torch.no_grad():
@@ -365,6 +373,7 @@ class CLIPESCAM(nn.Module):
             pre_last = tokens
             last = vit.blocks[-1]
             ln1 = last.ln_1(pre_last)
+        t_trunk = time.perf_counter()
         texts = [torch.cat([self.fg_text[k], self.bg_text]).to(dev) for k in keys_list]
         store: Dict[str, Tensor] = {}
         ln_post, proj = vit.visual.ln_post, vit.visual.proj
@@ -399,6 +408,8 @@ class CLIPESCAM(nn.Module):
                 grads = torch.stack([torch.autograd.grad(rounds[r], leaf, retain_graph=r + 1 < k_max)[0]
                                      for r in range(k_max)])
         del rounds, probs
+        t_grad = time.perf_counter()
+        t_caa = 0.0
         act = ln1.detach()
         results: List[Dict[str, Any]] = []
         for i in range(n_img):
@@ -408,11 +419,16 @@ class CLIPESCAM(nn.Module):
             out: Dict[str, Any] = dict(keys=np.asarray(keys_list[i], dtype=np.int64),
                                        cam=resize_maps(cam_patch, out_hws[i]))
             if self.caa:
+                t_caa_i = time.perf_counter()
                 maps = [a[i:i + 1, :t_i, :t_i] for a in attn] + [store['attn'][i:i + 1, :t_i, :t_i]]
                 attn_avg = average_attention(maps, last_n=self.attn_layers)
                 masks, _ = class_box_masks(cam_patch, threshold=self.box_threshold, fidelity=self.fidelity)
                 sym = symmetrize(sinkhorn(attn_avg, rounds=self.sinkhorn_rounds))
                 refined = minmax_normalize(caa_propagate_power(sym, cam_patch, masks, power=self.power))
                 out['cam_refined'] = resize_maps(refined, out_hws[i])
+                t_caa += time.perf_counter() - t_caa_i
             results.append(out)
+        t_end = time.perf_counter()
+        self.last_timings = dict(trunk=t_trunk - t_start, last_block_grad=t_grad - t_trunk,
+                                 cam=t_end - t_grad - t_caa, caa=t_caa)
         return results
