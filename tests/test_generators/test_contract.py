@@ -156,11 +156,12 @@ FACTORIES: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
 
 NAMES = registered_generators()
 
-#: contract violations found by this file and not fixed (the fix is not small); reported in issue #12
+#: contract violations found by this file and not fixed here (the fix is not small; see the issue #12
+#: item 1 report): each parametrization is a strict xfail, so a fix makes it XPASS and fail
 KNOWN_VIOLATIONS = {
     'CLIPESGenerator': (
         'cam_refined of an image padded in a batch (13 -> 16 tokens, the shipped max_pad_ratio=1.25) '
-        'differs from its one-image result by 1.2e-5 / 2.2e-5 (> 1e-5): padded attention / SDPA '
+        'differs from its one-image result by 1.2e-5 / 2.2e-5 (> 1e-5): padded attention '
         'rounding (~1e-7 relative in the attention, cam within 6e-7) is amplified by CAA\'s min-max '
         'normalisation of a nearly flat propagated map (range ~0.015 with the tiny random CLIP); '
         'the padding lives in wsss_mmseg/cam/clip_es.py + clip/vit.py, not a small fix'),
