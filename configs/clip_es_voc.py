@@ -35,7 +35,12 @@ generator = dict(
     attn_layers=8,               # CAA: attention of the last 8 blocks
     caa=True,
     fidelity=True,               # reproduce the official outputs (see README: fidelity)
-    max_side=1024,               # bounded memory: longer input side capped (VOC/COCO never hit it)
+    max_side=1024,               # bounded memory: maps, CRF and confidence of larger photos are made at
+                                 # a working size with this longer side, only the final mask and
+                                 # confidence are upsampled (VOC/COCO images never hit it)
+    batch_size=8,                # images per forward pass (bucketed by token count)
+    max_tokens_per_batch=16384,  # token budget of one pass (bounds GPU memory for mixed sizes)
+    autocast=None,               # 'fp16'/'bf16' on GPUs: mixed-precision trunk (see README)
     device='auto')
 
 # CAMs -> pseudo mask + confidence (max CRF posterior). The CGL loss ignores pixels whose
@@ -47,4 +52,8 @@ mask_maker = dict(
              bi_w=4, fidelity=True),
     ignore_below=None)
 
-pseudo_job = dict(save_cams=False, evaluate=True, eval_conf_thresholds=[0.95], log_interval=50)
+# num_workers / postprocess_workers: None = min(4, cores - 1) (loading and CRF + PNG writing
+# overlap the model); torch_threads: None = 1 per process on the CPU (bit-identical outputs
+# whatever the launcher: use torchrun for more cores)
+pseudo_job = dict(save_cams=False, evaluate=True, eval_conf_thresholds=[0.95], log_interval=50,
+                  num_workers=None, postprocess_workers=None, torch_threads=None)

@@ -34,6 +34,6 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=20000)
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=10000))
 
-custom_hooks = [dict(type='PseudoLabelHook', mode='auto', allow_failures=False),
+custom_hooks = [dict(type='PseudoLabelHook', mode='auto', allow_failures=False, report=True),
                 dict(type='NaNLossGuardHook')]  # stop on a non-finite loss before a checkpoint
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -45,7 +45,7 @@ model = dict(
 
 custom_hooks = [
     # mode='auto': reuse / resume / (re)generate; 'reuse' never generates; 'regenerate' always.
-    dict(type='PseudoLabelHook', mode='auto', allow_failures=False),
+    dict(type='PseudoLabelHook', mode='auto', allow_failures=False, report=True),
     dict(type='NaNLossGuardHook'),  # stop on a non-finite loss before a checkpoint is written
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=16)

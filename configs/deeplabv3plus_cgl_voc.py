@@ -24,6 +24,6 @@ model = dict(
         num_classes=21,
         loss_decode=dict(_delete_=True, type='CGLLoss', mu=0.95, loss_weight=0.4)))
 
-custom_hooks = [dict(type='PseudoLabelHook', mode='auto', allow_failures=False),
+custom_hooks = [dict(type='PseudoLabelHook', mode='auto', allow_failures=False, report=True),
                 dict(type='NaNLossGuardHook')]  # stop on a non-finite loss before a checkpoint
 auto_scale_lr = dict(enable=False, base_batch_size=16)

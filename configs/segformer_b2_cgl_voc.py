@@ -45,6 +45,6 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=20000, by_epoch=False),
 ]
-custom_hooks = [dict(type='PseudoLabelHook', mode='auto', allow_failures=False),
+custom_hooks = [dict(type='PseudoLabelHook', mode='auto', allow_failures=False, report=True),
                 dict(type='NaNLossGuardHook')]  # stop on a non-finite loss before a checkpoint
 auto_scale_lr = dict(enable=False, base_batch_size=16)

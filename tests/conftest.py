@@ -4,9 +4,15 @@ Real data lives outside the repository in ``../shared/data`` (its licences forbi
 redistribution); tests that need it use the ``shared_data`` fixture, which skips with
 the reason where the folder is absent (e.g. a user's clone).
 """
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# caches (weights hashes, text features) of the test run go to a private folder, not ~/.cache;
+# child processes inherit it
+os.environ.setdefault('WSSS_MMSEG_CACHE', tempfile.mkdtemp(prefix='wsss_mmseg_test_cache_'))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / '..' / 'shared' / 'data').resolve()

@@ -72,7 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     gen = cfg.generator
     clip_cfg = dict(gen.get('clip') or dict(model_name='ViT-B-16', pretrained='openai'))
     device = resolve_device(gen.get('device', 'auto'))
-    model = build_clip(device=device, **clip_cfg)
+    model = build_clip(device=device, config_key='generator.clip.pretrained', **clip_cfg)
     tokenizer = get_tokenizer(clip_cfg.get('model_name') or 'ViT-B-16')
     vit = CLIPViT(model.visual)
     size = vit.native_grid[0] * vit.patch_size

@@ -20,7 +20,7 @@ def _cfg(name: str) -> Config:
 def test_config_sections(name):
     cfg = _cfg(name)
     gen = cfg.generator
-    assert gen.type == 'ClassifierCAMGenerator'
+    assert gen.type == ('AdversarialErasingCAMGenerator' if name == 'ae' else 'ClassifierCAMGenerator')
     assert Path(gen.config).resolve() == (REPO / 'configs' / 'classic' /
                                           f'{name}_r50_voc.py').resolve()
     assert gen.method == ('gradcam' if name == 'gradcam' else 'cam')
@@ -32,7 +32,7 @@ def test_config_sections(name):
     assert ('HideAndSeek' in types) == (name == 'has')
     assert ('EraseRegions' in types) == (name == 'ae')
     if name == 'ae':
-        assert types[1] == 'EraseRegions' and len(gen.checkpoint) == cfg.adversarial_erasing.rounds
+        assert types[1] == 'EraseRegions' and gen.rounds.endswith('/rounds.json')
     for t in cfg.train_dataloader.dataset.pipeline + cfg.val_dataloader.dataset.pipeline:
         TRANSFORMS.build(t)
     assert cfg.val_evaluator.type == 'MultiLabelMetric'

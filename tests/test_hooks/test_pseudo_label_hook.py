@@ -27,10 +27,9 @@ import pseudo_fakes as pf  # noqa: E402
 
 import wsss_mmseg  # noqa: E402,F401
 from wsss_mmseg.hooks import PseudoLabelHook  # noqa: E402
-from wsss_mmseg.hooks.pseudo_label_hook import (LOCK_NAME, PseudoDirState,  # noqa: E402
-                                                clear_pseudo_outputs, decide_action,
-                                                inspect_pseudo_dir)
+from wsss_mmseg.hooks.pseudo_label_hook import decide_action  # noqa: E402
 from wsss_mmseg.pseudo.io import write_confidence_png  # noqa: E402
+from wsss_mmseg.pseudo.workdir import LOCK_FILE, WorkDirState  # noqa: E402
 
 N = 6
 
@@ -101,48 +100,43 @@ def _mtimes(folder: Path) -> dict:
 
 
 # ------------------------------------------------------------- decisions
+OLD = dict(sha256='old' * 4, settings=dict(generator=dict(type='ClassifierCAMGenerator')))
+NEW = dict(sha256='abc' * 4, settings=dict(generator=dict(type='CLIPESGenerator')))
+
+
+def _state(status, done, total=4, outputs=True, stored=None):
+    return WorkDirState(fingerprint_status=status, stored=stored, has_outputs=outputs,
+                        done=[f'i{k}' for k in range(done)], total=total)
+
+
 @pytest.mark.parametrize('state,expected', [
-    (PseudoDirState(4, 4, (), 'abc', True), 'reuse'),
-    (PseudoDirState(4, 3, ('x',), 'abc', True), 'resume'),
-    (PseudoDirState(4, 0, ('a', 'b', 'c', 'd'), None, False), 'generate'),
-    (PseudoDirState(4, 0, ('a', 'b', 'c', 'd'), 'old', False), 'generate'),
-    (PseudoDirState(4, 4, (), 'old', True), 'regenerate'),
+    (_state('match', 4, stored=NEW), 'reuse'),
+    (_state('match', 3, stored=NEW), 'resume'),
+    (_state('absent', 0, outputs=False), 'generate'),
 ])
 def test_decide_action_auto(state, expected):
-    assert decide_action(state, mode='auto', expected_sha='abc')[0] == expected
+    assert decide_action(state, mode='auto', configured=NEW)[0] == expected
 
 
-def test_decide_action_refusals_and_other_modes():
-    unknown = PseudoDirState(2, 2, (), None, True)
-    with pytest.raises(ValueError, match="mode='reuse'"):
-        decide_action(unknown, mode='auto', expected_sha='abc')
-    changed = PseudoDirState(2, 2, (), 'old', True)
-    with pytest.raises(ValueError, match='resumes from a checkpoint'):
-        decide_action(changed, mode='auto', expected_sha='abc', training_started=True)
-    assert decide_action(changed, mode='regenerate', expected_sha='abc',
-                         training_started=True)[0] == 'regenerate'
-    action, reason = decide_action(changed, mode='reuse', expected_sha='abc')
-    assert action == 'reuse' and 'fingerprint differs' in reason
-    assert decide_action(PseudoDirState(0, 0, (), None, True), mode='reuse',
-                         expected_sha=None)[0] == 'reuse'
+def test_auto_never_replaces_labels_of_another_configuration():
+    other = _state('differs', 0, stored=OLD)
+    with pytest.raises(ValueError) as err:
+        decide_action(other, mode='auto', configured=NEW)
+    msg = str(err.value)
+    assert 'ClassifierCAMGenerator (settings oldoldoldold)' in msg      # what is there
+    assert 'CLIPESGenerator (settings abcabcabcabc)' in msg             # what the config makes
+    assert "mode='reuse'" in msg and "mode='regenerate'" in msg and 'superseded/' in msg
+    for status in ('absent', 'corrupt'):
+        with pytest.raises(ValueError, match="settings are unknown.*mode='reuse'"):
+            decide_action(_state(status, 0), mode='auto', configured=NEW)
+    assert decide_action(other, mode='regenerate', configured=NEW)[0] == 'regenerate'
+    action, reason = decide_action(other, mode='reuse', configured=NEW)
+    assert action == 'reuse' and 'ClassifierCAMGenerator' in reason
+    assert decide_action(_state('absent', 0), mode='reuse', configured=None)[0] == 'reuse'
     with pytest.raises(ValueError, match='mode must be one of'):
-        decide_action(changed, mode='sometimes', expected_sha='abc')
+        decide_action(other, mode='sometimes', configured=NEW)
     with pytest.raises(ValueError, match='mode must be one of'):
         PseudoLabelHook(mode='always')
-
-
-def test_clear_removes_only_job_outputs(tmp_path):
-    for sub in ('masks', 'confidence', 'cams'):
-        (tmp_path / sub).mkdir()
-        (tmp_path / sub / 'a.png').write_bytes(b'x')
-    for name in ('summary.json', 'pseudo_fingerprint.json', 'eval.md', 'notes.txt'):
-        (tmp_path / name).write_text('{}')
-    (tmp_path / 'mine').mkdir()
-    removed = clear_pseudo_outputs(tmp_path)
-    assert len(removed) == 6
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['mine', 'notes.txt']
-    state = inspect_pseudo_dir(tmp_path, ['a'])
-    assert state == PseudoDirState(1, 0, ('a',), None, False)
 
 
 # ------------------------------------------------------------ the hook
@@ -169,22 +163,39 @@ def test_generate_then_reuse_then_resume(tmp_path):
     assert {k for k in after if after[k] != before[k]} == {'img03.png'}
 
 
-def test_fingerprint_mismatch_regenerates_and_deletes_stale_files(tmp_path):
+def test_labels_of_another_configuration_are_never_deleted(tmp_path):
+    """#17.1: e.g. classic CAM labels the README points the CGL training at."""
     cfg = _cfg(tmp_path)
     _run_hook(cfg)
     pseudo = tmp_path / 'pseudo'
-    old_bytes = (pseudo / 'masks' / 'img01.png').read_bytes()
-    old_sha = json.loads((pseudo / 'pseudo_fingerprint.json').read_text())['sha256']
-    (pseudo / 'masks' / 'zz_stale.png').write_bytes(old_bytes)  # not in the dataset any more
+    before = pf.tree_bytes(pseudo)
+    old_fp = (pseudo / 'pseudo_fingerprint.json').read_bytes()
     (pseudo / 'keep_me.txt').write_text('user file')
-    cfg.mask_maker.bg_power = 3.0  # other generator settings -> other labels
+    cfg.mask_maker.bg_power = 3.0  # another configuration made the labels
+    runner = _runner(cfg)
+    with pytest.raises(ValueError, match=r"never deletes or overwrites.*mode='reuse'.*mode='regenerate'"):
+        _hook(runner).before_train(runner)
+    assert pf.tree_bytes(pseudo) == before  # untouched
+    assert (pseudo / 'pseudo_fingerprint.json').read_bytes() == old_fp
+    # a resumed training gets the same answer
+    runner = _runner(cfg)
+    runner.train_loop._iter = 5
+    with pytest.raises(ValueError, match='never deletes or overwrites'):
+        _hook(runner).before_train(runner)
+    # mode='reuse': trains on them as they are
+    cfg.custom_hooks = [dict(type='PseudoLabelHook', mode='reuse')]
+    _, hook = _run_hook(cfg)
+    assert hook.last_action == 'reuse' and pf.tree_bytes(pseudo) == before
+    # mode='regenerate': the old set is moved aside, never deleted
+    cfg.custom_hooks = [dict(type='PseudoLabelHook', mode='regenerate')]
     _, hook = _run_hook(cfg)
     assert hook.last_action == 'regenerate'
-    assert not (pseudo / 'masks' / 'zz_stale.png').exists()
+    kept = list((pseudo / 'superseded').iterdir())
+    assert len(kept) == 1 and pf.tree_bytes(kept[0]) == before
+    assert (kept[0] / 'pseudo_fingerprint.json').read_bytes() == old_fp
     assert (pseudo / 'keep_me.txt').read_text() == 'user file'
-    assert (pseudo / 'masks' / 'img01.png').read_bytes() != old_bytes
-    new_sha = json.loads((pseudo / 'pseudo_fingerprint.json').read_text())['sha256']
-    assert new_sha != old_sha
+    assert pf.tree_bytes(pseudo)['masks/img01.png'] != before['masks/img01.png']
+    cfg.custom_hooks = [dict(type='PseudoLabelHook')]
     _, hook = _run_hook(cfg)
     assert hook.last_action == 'reuse'
 
@@ -196,8 +207,9 @@ def test_labels_file_edit_changes_the_fingerprint(tmp_path):
     labels = json.loads(labels_file.read_text())
     labels['img00.png'] = ['dog']
     labels_file.write_text(json.dumps(labels))
-    _, hook = _run_hook(cfg)
-    assert hook.last_action == 'regenerate'
+    runner = _runner(cfg)
+    with pytest.raises(ValueError, match=r'label files \[.*labels.json'):
+        _hook(runner).before_train(runner)
 
 
 def test_failures_stop_training_with_a_list(tmp_path):
@@ -265,7 +277,7 @@ def test_reuse_mode_never_generates(tmp_path):
     assert hook.last_action == 'reuse'
     cfg.custom_hooks = [dict(type='PseudoLabelHook', mode='auto')]
     runner = _runner(cfg)
-    with pytest.raises(FileNotFoundError, match='gone.json'):
+    with pytest.raises(ValueError, match='pseudo_dataset.*labels file not found.*gone.json'):
         _hook(runner).before_train(runner)
 
 
@@ -277,16 +289,6 @@ def test_outputs_of_unknown_origin_are_not_deleted_in_auto_mode(tmp_path):
     with pytest.raises(ValueError, match="settings are unknown.*mode='reuse'"):
         _hook(runner).before_train(runner)
     assert len(list((tmp_path / 'pseudo' / 'masks').glob('*.png'))) == N
-
-
-def test_resumed_training_refuses_changed_labels(tmp_path):
-    cfg = _cfg(tmp_path)
-    _run_hook(cfg)
-    cfg.mask_maker.bg_power = 2.0
-    runner = _runner(cfg)
-    runner.train_loop._iter = 5  # as after load_or_resume
-    with pytest.raises(ValueError, match='resumes from a checkpoint'):
-        _hook(runner).before_train(runner)
 
 
 def test_out_dir_must_match_the_dataset(tmp_path):
@@ -330,14 +332,14 @@ def test_generator_config_file_with_overrides(tmp_path):
 
 def test_concurrent_generation_is_refused(tmp_path):
     cfg = _cfg(tmp_path)
-    lock_path = tmp_path / 'pseudo' / LOCK_NAME
+    lock_path = tmp_path / 'pseudo' / LOCK_FILE
     lock_path.parent.mkdir(parents=True)
     with open(lock_path, 'a+') as other:  # another process generating into the same folder
         other.write('host elsewhere pid 1\n')
         other.flush()
         fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         runner = _runner(cfg)
-        with pytest.raises(RuntimeError, match='host elsewhere pid 1.*is generating'):
+        with pytest.raises(RuntimeError, match='in use by another pseudo-label job.*host elsewhere pid 1'):
             _hook(runner).before_train(runner)
     assert not (tmp_path / 'pseudo' / 'masks').exists()
     assert _run_hook(cfg)[1].last_action == 'generate'  # released -> fine
@@ -418,3 +420,11 @@ def test_a_running_generator_job_is_not_disturbed(tmp_path):
         handle.close()
     assert len(list((tmp_path / 'pseudo' / 'masks').glob('*.png'))) == N  # nothing deleted
     assert _run_hook(cfg)[1].last_action == 'regenerate'
+
+
+def test_report_after_generation(tmp_path):
+    cfg = _cfg(tmp_path, report=True)
+    _, hook = _run_hook(cfg)
+    assert hook.last_action == 'generate'
+    index = tmp_path / 'pseudo' / 'report' / 'index.html'
+    assert index.is_file() and 'img00' in index.read_text()

@@ -32,11 +32,18 @@ class FakeGenerator(PseudoLabelGenerator):
         delay: Seconds to sleep per image (to make runs interruptible).
         fail_label: A label index whose presence makes ``generate`` raise.
         refine: Also return ``cam_refined``.
+        weights: Ignored path (stands for a weights file in fingerprint tests).
+        max_side: Working-size cap (the job's memory bound).
+        batch_size: Images per ``generate`` call.
     """
 
     def __init__(self, num_classes: int = 20, class_table: Optional[str] = None,
                  delay: float = 0.0, fail_label: Optional[int] = None,
-                 refine: bool = True) -> None:
+                 refine: bool = True, weights: Optional[str] = None,
+                 max_side: Optional[int] = None, batch_size: int = 1) -> None:
+        self.weights = weights  # a file path: part of the fingerprint (its content)
+        self.max_side = max_side
+        self.batch_size = batch_size
         if class_table is not None:
             from wsss_mmseg.text.vocab import class_names
             self._class_names = class_names(class_table)

@@ -115,9 +115,11 @@ _REQUIRED_SECTIONS = GENERATOR_SECTIONS[:3]
 #: Values of ``PseudoLabelHook(mode=...)``.
 MODES = ('auto', 'reuse', 'regenerate')
 _MAX_LISTED = 20
-_ERROR_TYPES = {cls.__name__: cls for cls in
-                (ValueError, KeyError, RuntimeError, FileNotFoundError, PermissionError,
-                 NotADirectoryError, TypeError)}
+def _error_types() -> Dict[str, type]:
+    from ..pseudo.workdir import PseudoConfigError, WorkDirConflictError, WorkDirLockedError
+    return {cls.__name__: cls for cls in
+            (ValueError, KeyError, RuntimeError, FileNotFoundError, PermissionError,
+             NotADirectoryError, TypeError, PseudoConfigError, WorkDirConflictError, WorkDirLockedError)}
 
 
 # ------------------------------------------------------------ pure helpers
@@ -292,18 +294,22 @@ class PseudoLabelHook(Hook):
             the training config's folder.
         allow_failures: Train without the images that failed (warning)
             instead of stopping with an error.
+        report: After generating, write the HTML inspection report
+            (``<out_dir>/report/index.html``, :mod:`wsss_mmseg.report`).
     """
 
     priority = 'HIGH'
 
     def __init__(self, *, mode: str = 'auto', out_dir: Optional[str] = None,
-                 generator_config: Optional[str] = None, allow_failures: bool = False) -> None:
+                 generator_config: Optional[str] = None, allow_failures: bool = False,
+                 report: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f'PseudoLabelHook mode must be one of {MODES}, got {mode!r}')
         self.mode = mode
         self.out_dir = out_dir
         self.generator_config = generator_config
         self.allow_failures = bool(allow_failures)
+        self.report = bool(report)
         self.last_action: Optional[str] = None  #: what the last before_train did
 
     # ------------------------------------------------------------ config
@@ -415,7 +421,7 @@ class PseudoLabelHook(Hook):
         plan = self._share([plan])[0]
         if 'error' in plan:
             name, msg = plan['error']
-            raise _ERROR_TYPES.get(name, RuntimeError)(msg)
+            raise _error_types().get(name, RuntimeError)(msg)
         action, reason = plan['action'], plan['reason']
         self.last_action = action
         if plan.get('warning'):
@@ -432,6 +438,8 @@ class PseudoLabelHook(Hook):
             runner.logger.info(f'PseudoLabelHook: {verb} the pseudo labels in {out_dir} '
                                f'({reason}); {world_size} process(es)')
             try:
+                if self.report:
+                    cfg.merge_from_dict(dict(pseudo_job=dict(report=True)))
                 summary = self._generate(cfg, out_dir, resume=action != 'regenerate', runner=runner)
             finally:
                 lock.release()

@@ -15,7 +15,7 @@ from mmseg.registry import MODELS
 from ..clip import CLIPResNet, CLIPViT, build_clip, get_tokenizer
 from ..text.encoder import TextEmbeddingCache, class_embeddings
 
-from ..clip.factory import DEFAULT_CLIP as _DEFAULT_CLIP
+from ..clip.config import merge_clip_cfg
 
 
 def build_clip_from_cfg(clip: Optional[dict], *, config_key: Optional[str] = None) -> torch.nn.Module:
@@ -29,9 +29,7 @@ def build_clip_from_cfg(clip: Optional[dict], *, config_key: Optional[str] = Non
     Returns:
         The frozen open_clip model.
     """
-    cfg = dict(_DEFAULT_CLIP)
-    cfg.update(clip or {})
-    return build_clip(config_key=config_key, **cfg)
+    return build_clip(config_key=config_key, **merge_clip_cfg(clip))
 
 
 def _is_vit(visual: torch.nn.Module) -> bool:
@@ -154,9 +152,8 @@ class FrozenCLIPTextEncoder(BaseModule):
         super().__init__(init_cfg=init_cfg)
         if class_table is None and not classes:
             raise ValueError('FrozenCLIPTextEncoder needs class_table and/or classes')
-        cfg = dict(_DEFAULT_CLIP)
-        cfg.update(clip or {})
-        model = build_clip(**cfg)
+        cfg = merge_clip_cfg(clip)
+        model = build_clip(config_key='text_encoder.clip.pretrained', **cfg)
         tokenizer = get_tokenizer(cfg.get('model_name') or 'ViT-B-16')
         cache = TextEmbeddingCache(cache_dir) if cache_dir else None
         fg, bg = class_embeddings(model, tokenizer, classes=list(classes) if classes else None,

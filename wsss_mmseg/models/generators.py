@@ -77,8 +77,8 @@ class CLIPESGenerator(PseudoLabelGenerator):
     Args:
         clip: keyword arguments of :func:`wsss_mmseg.clip.factory.build_clip` (``model_name``,
             ``pretrained``, ``precision``, ...; ``device`` is taken from ``device``).
-        class_table: class-name table (``'voc20'``, ``'coco80'``, ...) or an explicit list of
-            class names; label ids index it.
+        class_table: class-name table (``'voc20'``, ``'coco80'``, ...); label ids index it. The job
+            checks that the dataset's class names match these by name (spellings included).
         synonyms: synonym set name/alias (``'clip_es'``) or None.
         templates: template set name or list (``'clip_es'`` = ``'a clean origami {}.'``).
         background: background word set name/alias (``'clip_es'`` resolves per table) or list, or None.
@@ -99,7 +99,11 @@ class CLIPESGenerator(PseudoLabelGenerator):
         max_tokens_per_batch: token budget of one pass: ``len(group) * max tokens <= budget``
             (an image above it runs alone). Bounds memory for mixed sizes.
         max_pad_ratio: images are grouped by token count; a group pads its images to the
-            longest one only while ``longest <= max_pad_ratio * shortest``.
+            longest one only while ``longest <= max_pad_ratio * shortest``. The default 1.0 groups
+            equal token counts only (VOC's 500x375 and 375x500 photos both have 768 patches):
+            results equal one image at a time exactly on the CPU. Above 1, padded images differ
+            by float rounding, which CAA's min-max normalisation can amplify (measured up to
+            2e-5 in ``cam_refined`` with a tiny random CLIP; ``cam`` within 1e-6).
         autocast: ``None`` (fp32), ``'fp16'`` or ``'bf16'``: mixed precision for the frozen
             trunk and the last block (CAM normalisation and CAA stay fp32).
 
@@ -117,12 +121,12 @@ class CLIPESGenerator(PseudoLabelGenerator):
     """
 
     def __init__(self, clip: Optional[Mapping[str, Any]] = None,
-                 class_table: Union[str, Sequence[str]] = 'voc20',
+                 class_table: str = 'voc20',
                  synonyms: Optional[str] = 'clip_es', templates: Union[str, Sequence[str]] = 'clip_es',
                  background: Union[None, str, Sequence[str]] = 'clip_es', box_threshold: float = 0.4,
                  attn_layers: int = 8, caa: bool = True, fidelity: bool = True, device: str = 'auto',
                  max_side: Optional[int] = 1024, batched_grad: Optional[bool] = None,
-                 batch_size: int = 8, max_tokens_per_batch: int = 16384, max_pad_ratio: float = 1.25,
+                 batch_size: int = 8, max_tokens_per_batch: int = 16384, max_pad_ratio: float = 1.0,
                  autocast: Optional[str] = None) -> None:
         box_threshold = check_number('generator.box_threshold', box_threshold, lo=0.0, hi=1.0, hi_open=True)
         attn_layers = check_int('generator.attn_layers', attn_layers, lo=1)
@@ -140,10 +144,13 @@ class CLIPESGenerator(PseudoLabelGenerator):
         self.device = resolve_device(device)
         self.class_table = class_table
         self._class_names = list(table_class_names(class_table))
-        model = build_clip(device=self.device, **clip_cfg)
+        model = build_clip(device=self.device, config_key='generator.clip.pretrained', **clip_cfg)
         tokenizer = get_tokenizer(clip_cfg.get('model_name'))
+        from ..clip.weights_id import weights_content_id
+        wid = weights_content_id(clip_cfg.get('pretrained'), clip_cfg.get('model_name'))
         fg, bg = class_embeddings(model, tokenizer, table=class_table, synonyms=synonyms, templates=templates,
-                                  background=background, device=self.device)
+                                  background=background, device=self.device, weights_id=wid,
+                                  model_name=clip_cfg.get('model_name'))
         self.max_side = max_side
         self.cam = CLIPESCAM(model.visual, fg, bg, logit_scale=model.logit_scale.exp(),
                              box_threshold=box_threshold, attn_layers=attn_layers, caa=caa, fidelity=fidelity,

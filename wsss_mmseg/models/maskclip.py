@@ -35,7 +35,7 @@ from ..cam.maskclip import cosine_logits, dense_features, merge_background
 from ..clip import CLIPResNet, CLIPViT, build_clip, get_tokenizer
 from ..text import class_embeddings, class_names as table_class_names, resolve_background
 from ..text.encoder import TextEmbeddingCache
-from ..clip.factory import DEFAULT_CLIP as _DEFAULT_CLIP
+from ..clip.config import merge_clip_cfg
 from .dense_postprocessors import KeySmoothing, PromptDenoising  # noqa: F401  (registered there, re-exported)
 from .generators import resolve_device
 from ..generators import PseudoLabelGenerator
@@ -51,8 +51,7 @@ IMAGENET_STD_255 = [58.395, 57.12, 57.375]
 
 
 def _clip_cfg(clip: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    cfg = dict(_DEFAULT_CLIP)
-    cfg.update(clip or {})
+    cfg = merge_clip_cfg(clip)
     if 'device' in cfg:
         raise ValueError('give no device inside clip=dict(...): the runner (segmentor) or the '
                          "generator's device=... places the model")
@@ -125,7 +124,7 @@ class MaskCLIPBackbone(BaseModule):
                  legacy_maskclip_keys: Optional[bool] = None, pos_embed: Optional[bool] = None,
                  pos_interp: str = 'bicubic', init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        model = build_clip(**_clip_cfg(clip))
+        model = build_clip(config_key='model.clip.pretrained', **_clip_cfg(clip))
         tower = _build_tower(model, pos_interp)
         self.options = dict(mode=mode, residual=residual, ffn=ffn, sigma=sigma,
                             legacy_maskclip_keys=legacy_maskclip_keys, pos_embed=pos_embed)
@@ -212,7 +211,7 @@ class MaskCLIPHead(BaseDecodeHead):
         if class_table is None and classes is None:
             raise ValueError('MaskCLIPHead needs class_table=... and/or classes=[...].')
         cfg = _clip_cfg(clip)
-        model = build_clip(**cfg)
+        model = build_clip(config_key='model.clip.pretrained', **cfg)
         tokenizer = get_tokenizer(cfg.get('model_name'))
         cache = TextEmbeddingCache(text_cache_dir) if text_cache_dir else None
         fg, bg = class_embeddings(model, tokenizer, classes=list(classes) if classes is not None else None,
@@ -450,7 +449,7 @@ class MaskCLIPGenerator(PseudoLabelGenerator):
             raise ValueError(f'text_table {text_table!r} has {len(table_class_names(text_table))} names, '
                              f'class_table {class_table!r} has {len(self._class_names)}; they must align.')
         cfg = _clip_cfg(clip)
-        model = build_clip(device=self.device, **cfg)
+        model = build_clip(device=self.device, config_key='generator.clip.pretrained', **cfg)
         tokenizer = get_tokenizer(cfg.get('model_name'))
         bg_words = resolve_background(background, table=class_table) or None  # aliases resolve by class_table
         fg, bg = class_embeddings(model, tokenizer, table=text_table, synonyms=synonyms, templates=templates,

@@ -150,9 +150,8 @@ def clip_text_width(clip_cfg: Optional[Mapping[str, Any]]) -> int:
     Raises:
         ValueError: The width cannot be found (then give ``decode_head.channels``).
     """
-    from ..clip.factory import DEFAULT_CLIP
-    cfg = dict(DEFAULT_CLIP)
-    cfg.update(clip_cfg or {})
+    from ..clip.config import merge_clip_cfg
+    cfg = merge_clip_cfg(clip_cfg)
     name, pretrained = cfg.get('model_name'), cfg.get('pretrained')
     if name is not None:
         import open_clip

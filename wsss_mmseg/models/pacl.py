@@ -32,7 +32,8 @@ from ..pacl.compat_fn import compatibility, patch_text_similarity
 from ..pacl.distributed import caption_compatibility
 from ..pacl.embedder import VisionEmbedder
 from ..text import class_embeddings, class_names as table_class_names
-from .clip_encoders import _DEFAULT_CLIP, build_clip_from_cfg
+from ..clip.config import merge_clip_cfg
+from .clip_encoders import build_clip_from_cfg
 from .generators import resolve_device
 from .pacl_backbone import TOKEN_SOURCES, PACLTokenBackbone  # noqa: F401  (re-exported)
 from .pacl_losses import (PACLContrastiveLabelLoss, PACLDensePriorLoss, PACLInfoNCELoss,  # noqa: F401
@@ -130,9 +131,8 @@ class PACLHead(BaseDecodeHead):
             raise ValueError(f'init must be one of {INITS}, got {init!r}')
         if not pool_temperature > 0:
             raise ValueError(f'pool_temperature must be > 0, got {pool_temperature}')
-        clip_cfg = dict(_DEFAULT_CLIP)
-        clip_cfg.update(clip or {})
-        model = build_clip_from_cfg(clip_cfg)
+        clip_cfg = merge_clip_cfg(clip)
+        model = build_clip_from_cfg(clip_cfg, config_key='model.decode_head.clip.pretrained')
         tokenizer = get_tokenizer(clip_cfg.get('model_name'))
         names = _resolve_names(class_table, classes)
         fg, bg = class_embeddings(model, tokenizer, classes=list(classes) if classes is not None else None,

@@ -55,7 +55,7 @@ class PACLTokenBackbone(BaseModule):
         super().__init__(init_cfg=init_cfg)
         if token_source not in TOKEN_SOURCES:
             raise ValueError(f'token_source must be one of {TOKEN_SOURCES}, got {token_source!r}')
-        model = build_clip_from_cfg(clip)
+        model = build_clip_from_cfg(clip, config_key='model.backbone.clip.pretrained')
         if not (hasattr(model.visual, 'transformer') and hasattr(model.visual, 'conv1')):
             raise ValueError('PACLTokenBackbone needs a CLIP ViT (patch tokens)')
         tower = CLIPViT(model.visual, pos_interp=pos_interp)

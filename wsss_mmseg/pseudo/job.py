@@ -67,7 +67,8 @@ from .workdir import (FINGERPRINT_FILE, JOB_DEFAULTS, LOCK_FILE, RANK_DIR, Outpu
                       OutputWriteError, ProvenanceJournal, WorkDirConflictError, WorkDirLockedError,
                       _jsonable, acquire_work_dir_lock, check_writable, config_fingerprint,
                       describe_fingerprint_change, generator_label, has_outputs, inspect_work_dir,
-                      move_aside, read_fingerprint, resolve_job_options, try_flock, write_fingerprint)
+                      move_aside, read_fingerprint, resolve_job_options, try_flock, write_fingerprint,
+                      close_inherited_locks)
 
 PathLike = Union[str, os.PathLike]
 
@@ -396,7 +397,12 @@ _WORKER_WRITER: Optional[OutputWriter] = None
 
 def _init_worker(writer: OutputWriter) -> None:
     global _WORKER_WRITER
+    close_inherited_locks()
     _WORKER_WRITER = writer
+
+
+def _init_loader_worker(_: int) -> None:
+    close_inherited_locks()
 
 
 def _write_in_worker(task: Mapping[str, Any]) -> Dict[str, Any]:
@@ -559,7 +565,8 @@ class _Pipeline:
         workers = self.job['num_workers']
         data = _LoaderDataset(self.loader, [(i, self.ids[i]) for i in todo])
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                             collate_fn=_collate, prefetch_factor=2 if workers else None)
+                                             collate_fn=_collate, prefetch_factor=2 if workers else None,
+                                             worker_init_fn=_init_loader_worker if workers else None)
         max_pending = 2 * max(1, self.job['postprocess_workers'])
         pending: Deque = collections.deque()
         it = iter(loader)

@@ -62,7 +62,7 @@ __all__ = [
     'PseudoConfigError', 'resolve_job_options', 'config_fingerprint', 'weights_ids',
     'read_fingerprint', 'write_fingerprint', 'describe_fingerprint_change', 'has_outputs',
     'ProvenanceJournal', 'read_provenance', 'WorkDirState', 'inspect_work_dir', 'move_aside',
-    'try_flock', 'acquire_work_dir_lock', 'check_writable',
+    'try_flock', 'acquire_work_dir_lock', 'close_inherited_locks', 'check_writable',
 ]
 
 EXIT_OK = 0
@@ -524,6 +524,39 @@ def move_aside(work_dir: PathLike, stored: Optional[Mapping[str, Any]] = None) -
 
 
 # -------------------------------------------------------------------- locks
+#: File descriptors of the locks this process holds. A ``flock`` belongs to the open file,
+#: which forked children (data-loading and post-processing workers) share: they close
+#: these descriptors first (:func:`close_inherited_locks`), so that a killed job's
+#: orphaned workers never keep its work dir locked.
+_HELD_LOCK_FDS: set = set()
+
+
+class _LockFile:
+    """An open lock file; ``close()`` releases the lock."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        _HELD_LOCK_FDS.add(f.fileno())
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            _HELD_LOCK_FDS.discard(self._f.fileno())
+            self._f.close()
+
+
+def close_inherited_locks() -> None:
+    """In a forked worker: drop the parent's lock descriptors (the parent keeps its lock)."""
+    for fd in list(_HELD_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
 def try_flock(path: PathLike) -> Tuple[Optional[Any], Optional[str]]:
     """Try to take an exclusive advisory ``flock`` on ``path`` without waiting.
 
@@ -551,7 +584,7 @@ def try_flock(path: PathLike) -> Tuple[Optional[Any], Optional[str]]:
     f.write(f'pid {os.getpid()} on {socket.gethostname()} since '
             f'{datetime.datetime.now().isoformat(timespec="seconds")}\n')
     f.flush()
-    return f, None
+    return _LockFile(f), None
 
 
 def acquire_work_dir_lock(work_dir: PathLike) -> Optional[Any]:
