@@ -150,6 +150,76 @@ def _peak_rss() -> Dict[str, float]:
                 rss_children_mib=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
+def _tree_pids(root: int) -> List[int]:
+    """``root`` and its descendants (from ``/proc/*/stat``)."""
+    parent: Dict[int, int] = {}
+    for d in os.listdir('/proc'):
+        if d.isdigit():
+            try:
+                stat = Path(f'/proc/{d}/stat').read_text()
+            except OSError:
+                continue
+            parent[int(d)] = int(stat.rsplit(')', 1)[1].split()[1])
+    tree, grew = {root}, True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in tree and p not in tree}
+        tree |= new
+        grew = bool(new)
+    return sorted(tree)
+
+
+class TreeMemorySampler:
+    """Peak of the summed PSS (proportional set size: shared pages split between the processes
+    sharing them) of this process and its children, sampled every ``interval`` s (Linux).
+
+    Args:
+        interval: Seconds between samples.
+    """
+
+    def __init__(self, interval: float = 0.5) -> None:
+        import threading
+        self.interval = interval
+        self.peak_pss_mib: Optional[float] = None
+        self.peak_processes = 0
+        self.samples = 0
+        self.child_hwm_mib: Dict[int, float] = {}  # VmHWM (exact peak RSS) of each child, by pid
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        total, n = 0, 0
+        for pid in _tree_pids(os.getpid()):
+            try:
+                text = Path(f'/proc/{pid}/smaps_rollup').read_text()
+                if pid != os.getpid():
+                    status = Path(f'/proc/{pid}/status').read_text()
+                    hwm = next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith('VmHWM:'))
+                    self.child_hwm_mib[pid] = max(self.child_hwm_mib.get(pid, 0.0), hwm / 1024)
+            except (OSError, StopIteration):
+                continue
+            total += next(int(ln.split()[1]) for ln in text.splitlines() if ln.startswith('Pss:'))
+            n += 1
+        if self.peak_pss_mib is None or total / 1024 > self.peak_pss_mib:
+            self.peak_pss_mib = total / 1024
+        self.peak_processes = max(self.peak_processes, n)
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> 'TreeMemorySampler':
+        if Path('/proc/self/smaps_rollup').exists():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def _job_config(spec: Mapping) -> Any:
     from mmengine.config import Config
     cfg = Config.fromfile(str(REPO / 'configs/clip_es_voc.py'))
@@ -192,8 +262,10 @@ def child_job(spec: Mapping) -> Dict[str, Any]:
         build['generator_build_s'] = time.perf_counter() - t
 
     CLIPESCAM.forward_batch, CLIPESGenerator.__init__ = forward_batch, init
+    load_start = os.getloadavg()
     try:
-        summary = run_pseudo_job(_job_config(spec), work_dir=spec['work_dir'], resume=False, logger='silent')
+        with TreeMemorySampler(spec.get('pss_interval', 0.5)) as mem:
+            summary = run_pseudo_job(_job_config(spec), work_dir=spec['work_dir'], resume=False, logger='silent')
     finally:
         CLIPESCAM.forward_batch, CLIPESGenerator.__init__ = original_batch, original_init
     timings = summary['timings']
@@ -204,7 +276,9 @@ def child_job(spec: Mapping) -> Dict[str, Any]:
                 job=dict((k, summary['job'][k]) for k in ('num_workers', 'postprocess_workers', 'torch_threads')),
                 text_cache_files=len(list(Path(os.environ.get('WSSS_MMSEG_CACHE', '/nonexistent'))
                                           .glob('text_features/*.pt'))),
-                **build, **_peak_rss())
+                peak_tree_pss_mib=mem.peak_pss_mib, peak_processes=mem.peak_processes, pss_samples=mem.samples,
+                child_peak_rss_mib=[mem.child_hwm_mib[p] for p in sorted(mem.child_hwm_mib)],
+                load_avg_start=load_start, load_avg_end=os.getloadavg(), **build, **_peak_rss())
 
 
 def child_cam(spec: Mapping) -> Dict[str, Any]:
@@ -219,10 +293,15 @@ def child_cam(spec: Mapping) -> Dict[str, Any]:
     prep = gen.input_preparer()
     items = [prep(load_rgb(p), labs) for p, labs in zip(spec['images'], spec['labels'])]
 
+    split = dict.fromkeys(MODEL_SPLIT, 0.0)
+
     def run(mode: str) -> None:
         if mode == 'batched':
+            split.update(dict.fromkeys(MODEL_SPLIT, 0.0))
             for s in range(0, len(items), gen.batch_size):
                 gen.generate(items[s:s + gen.batch_size])
+                for key, value in gen.cam.last_timings.items():
+                    split[key] += value
         elif mode == 'per_image':
             for it in items:
                 gen.generate([it])
@@ -233,16 +312,23 @@ def child_cam(spec: Mapping) -> Dict[str, Any]:
 
     run(spec['modes'][0])  # warm-up (allocations)
     best: Dict[str, float] = {}
+    best_split: Dict[str, float] = {}
+    load_start = os.getloadavg()
     for _ in range(spec['repeat']):
         for mode in spec['modes']:
             t = time.perf_counter()
             run(mode)
-            best[mode] = min(best.get(mode, float('inf')), time.perf_counter() - t)
+            dt = time.perf_counter() - t
+            if dt < best.get(mode, float('inf')):
+                best[mode] = dt
+                if mode == 'batched':
+                    best_split = {k: v / len(items) for k, v in split.items()}
     n = len(items)
     tokens = [int(np.prod(it['net_input'].shape[-2:]) // 256) for it in items]
     return dict(images=n, labels_mean=float(np.mean([len(it['label_ids']) for it in items])),
                 tokens_min=min(tokens), tokens_max=max(tokens), threads=torch.get_num_threads(),
-                s_per_image={m: best[m] / n for m in spec['modes']})
+                s_per_image={m: best[m] / n for m in spec['modes']}, batched_split_s_per_image=best_split,
+                load_avg_start=load_start, load_avg_end=os.getloadavg())
 
 
 def official_structure(cam, x, keys, out_hw, *, naive: bool = False):
@@ -343,22 +429,26 @@ def part_rss(args, tmp: Path) -> Dict[str, Any]:
     res = {}
     for n in args.rss_images:
         res[n] = spawn('job', dict(dataset=voc_subset(args.voc_root, n, tmp / f'rss_data_{n}'), clip=clip,
-                                   options={}, crf=args.rss_crf, work_dir=str(tmp / f'rss_{n}')))
+                                   options={}, crf=args.rss_crf, pss_interval=0.05, work_dir=str(tmp / f'rss_{n}')))
     lo, hi = min(args.rss_images), max(args.rss_images)
-    peak = {n: max(r['rss_self_mib'], r['rss_children_mib']) for n, r in res.items()}
     return dict(clip='tiny (wsss_mmseg.clip.tiny, width 64, 2 layers)', crf=args.rss_crf,
-                runs={str(n): r for n, r in res.items()}, ratio=peak[hi] / peak[lo],
-                ratio_self=res[hi]['rss_self_mib'] / res[lo]['rss_self_mib'])
+                runs={str(n): r for n, r in res.items()}, ratios=_memory_ratios(res[hi], res[lo]))
+
+
+def _memory_ratios(a: Mapping, b: Mapping) -> Dict[str, Optional[float]]:
+    """``a / b`` of the peak tree PSS, the main process's and the largest child's peak RSS."""
+    return {k: (a[k] / b[k] if a.get(k) and b.get(k) else None)
+            for k in ('peak_tree_pss_mib', 'rss_self_mib', 'rss_children_mib')}
 
 
 def part_bigphoto(args, tmp: Path) -> Dict[str, Any]:
     clip = tiny_weights(args)
     data = big_photo(args.voc_root, tmp / 'bigphoto', hw=tuple(args.big_size))
-    res = {name: spawn('job', dict(dataset=ds, clip=clip, options={}, work_dir=str(tmp / f'bigphoto_{name}')))
+    res = {name: spawn('job', dict(dataset=ds, clip=clip, options={}, pss_interval=0.05,
+                                   work_dir=str(tmp / f'bigphoto_{name}')))
            for name, ds in data.items()}
-    peak = {n: max(r['rss_self_mib'], r['rss_children_mib']) for n, r in res.items()}
     return dict(clip='tiny (wsss_mmseg.clip.tiny, width 64, 2 layers)', crf=True, runs=res,
-                ratio=peak['big'] / peak['small'])
+                ratios=_memory_ratios(res['big'], res['small']))
 
 
 def part_startup(args, tmp: Path) -> Dict[str, Any]:
@@ -382,6 +472,10 @@ def machine() -> Dict[str, Any]:
                 date=time.strftime('%Y-%m-%d %H:%M %Z'))
 
 
+def _mib(x: Optional[float]) -> str:
+    return 'n/a' if x is None else f'{x:.0f} MiB'
+
+
 def _clip_name(clip: Mapping) -> str:
     return 'tiny CLIP' if clip.get('model_name') is None else f"{clip['model_name']} ({clip.get('pretrained')})"
 
@@ -399,8 +493,9 @@ def print_report(res: Mapping) -> None:
         j = res['job']
         print(f"\n[job] {j['images']} VOC images, {_clip_name(j['clip'])}, CRF on (best of runs)")
         for v, r in j['best'].items():
-            print(f"  {v:10s} {r['images_per_s']:.3f} img/s  loop {r['loop_wall_s']:.1f} s  "
-                  f"threads {r['torch_threads']}  RSS {r['rss_self_mib']:.0f}/{r['rss_children_mib']:.0f} MiB")
+            print(f"  {v:10s} {r['images_per_s']:.3f} img/s  loop {r['loop_wall_s']:.1f} s  threads "
+                  f"{r['torch_threads']}  load {r['load_avg_start'][0]:.1f}->{r['load_avg_end'][0]:.1f}  "
+                  f"peak PSS {_mib(r['peak_tree_pss_mib'])} ({r['peak_processes']} processes)")
             print('    seconds: ' + _stages_line(r))
         print(f"  ratio overlapped/serial: {j['ratio']:.2f}x (target >= 1.5x)")
     if 'cam' in res:
@@ -409,16 +504,19 @@ def print_report(res: Mapping) -> None:
               f"{c['labels_mean']:.2f} labels avg), {c['threads']} threads")
         for mode, s in c['s_per_image'].items():
             print(f'  {mode:10s} {s:.3f} s/image  {1 / s:.3f} img/s')
+        print('  batched split s/image: ' + ', '.join(f'{k} {v:.3f}' for k, v in c['batched_split_s_per_image'].items()))
         for mode, ratio in c['ratio_batched_vs'].items():
             print(f'  speed-up batched vs {mode}: {ratio:.2f}x' + (' (target >= 1.5x)' if mode == 'official' else ''))
     for part, label in (('rss', 'images'), ('bigphoto', 'photo')):
         if part in res:
             p = res[part]
-            print(f"\n[{part}] peak RSS, {p['clip']}, CRF {'on' if p['crf'] else 'off'}")
+            print(f"\n[{part}] peak memory, {p['clip']}, CRF {'on' if p['crf'] else 'off'}")
             for n, r in p['runs'].items():
-                print(f"  {label} {n:6s} main {r['rss_self_mib']:.0f} MiB, largest child {r['rss_children_mib']:.0f} "
-                      f"MiB, {r['images']} done, {r['loop_wall_s']:.1f} s")
-            print(f"  ratio {p['ratio']:.3f}")
+                print(f"  {label} {n:6s} tree PSS {_mib(r['peak_tree_pss_mib'])}, main RSS {r['rss_self_mib']:.0f} MiB, "
+                      f"largest child RSS {r['rss_children_mib']:.0f} MiB, {r['images']} done, {r['loop_wall_s']:.1f} s")
+                print('    children peak RSS (start order): '
+                      + ', '.join(f'{x:.0f}' for x in r.get('child_peak_rss_mib', [])) + ' MiB')
+            print('  ratios: ' + ', '.join(f'{k} {v:.3f}' if v else f'{k} n/a' for k, v in p['ratios'].items()))
     if 'startup' in res:
         s = res['startup']
         print(f"\n[startup] 1 image, {_clip_name(s['clip'])}, CRF on")

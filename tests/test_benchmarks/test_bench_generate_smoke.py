@@ -70,9 +70,13 @@ def test_smallest_configuration_runs_and_reports_consistent_figures(tmp_path, ca
 
     cam = res['cam']
     assert cam['images'] == 2 and set(cam['s_per_image']) == {'batched', 'per_image', 'official'}
+    assert set(cam['batched_split_s_per_image']) == set(bench.MODEL_SPLIT)
     assert cam['ratio_batched_vs']['official'] == pytest.approx(cam['s_per_image']['official']
                                                                 / cam['s_per_image']['batched'])
     assert res['rss']['runs']['1']['images'] == 1 and res['rss']['runs']['2']['images'] == 2
+    runs = res['rss']['runs']
+    assert res['rss']['ratios']['peak_tree_pss_mib'] == pytest.approx(runs['2']['peak_tree_pss_mib']
+                                                                   / runs['1']['peak_tree_pss_mib'])
     assert res['bigphoto']['runs']['big']['images'] == 1 and res['bigphoto']['runs']['small']['images'] == 1
     # the text features of the first start-up are on disk for the second (weights_id is passed)
     assert res['startup']['runs']['empty_cache']['text_cache_files'] >= 1
