@@ -52,8 +52,8 @@ mask_maker = dict(
              bi_w=4, fidelity=True),
     ignore_below=None)
 
-# num_workers / postprocess_workers: None = min(4, cores - 1) (loading and CRF + PNG writing
-# overlap the model); torch_threads: None = 1 per process on the CPU (bit-identical outputs
-# whatever the launcher: use torchrun for more cores)
+# num_workers / postprocess_workers: 0 = inline (default); None = min(4, cores - 1) workers so that
+# loading and CRF + PNG writing overlap the model (use it on GPU machines with spare cores);
+# torch_threads: None = 1 per process on the CPU (bit-identical outputs whatever the launcher)
 pseudo_job = dict(save_cams=False, evaluate=True, eval_conf_thresholds=[0.95], log_interval=50,
-                  num_workers=None, postprocess_workers=None, torch_threads=None)
+                  num_workers=0, postprocess_workers=0, torch_threads=None)

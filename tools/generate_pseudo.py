@@ -160,6 +160,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except PermissionError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return EXIT_WRITE
+    except Exception as exc:  # noqa: BLE001
+        section = getattr(exc, 'wsss_config_section', None)
+        if section is None:
+            raise
+        print(f'error: {section}: {type(exc).__name__}: {exc}', file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         print('interrupted: finished images are kept; rerun the same command to resume', file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -57,7 +57,7 @@ def test_generator_config_errors(weights):
 def test_generator_without_caa(weights):
     g = CLIPESGenerator(clip=dict(model_name=None, pretrained=weights), caa=False)
     out = g.generate_image(_image(), [0])
-    assert set(out) == {'keys', 'cam'}
+    assert set(out) == {'keys', 'cam', 'cam_refined'} and out['cam_refined'] is None
 
 
 def test_pseudo_mask_maker_without_and_with_crf(generator):
@@ -104,11 +104,12 @@ def test_registry_entries():
 def test_generator_downscales_very_large_images(weights):
     gen = MODELS.build(dict(type='CLIPESGenerator', clip=dict(model_name=None, pretrained=weights),
                             max_side=128, device='cpu'))
-    img = _image(h=90, w=600)  # longer side 600 > 128: network input capped, maps at full size
+    img = _image(h=90, w=600)  # longer side 600 > 128: network input capped, maps at the working size
     x = gen.cam.preprocess(img)
     assert max(x.shape[-2:]) <= 128 + 15 and x.shape[-1] % 16 == 0
     out = gen.generate_image(img, [3])
-    assert out['cam'].shape == (1, 90, 600) and out['cam_refined'].shape == (1, 90, 600)
+    # working size: 600 -> 128, 90 * 128 / 600 = 19.2 -> 19 (the job upsamples the final maps)
+    assert out['cam'].shape == (1, 19, 128) and out['cam_refined'].shape == (1, 19, 128)
 
 
 def test_generator_default_cap_keeps_voc_coco_sizes_untouched(generator):

@@ -277,7 +277,7 @@ def test_reuse_mode_never_generates(tmp_path):
     assert hook.last_action == 'reuse'
     cfg.custom_hooks = [dict(type='PseudoLabelHook', mode='auto')]
     runner = _runner(cfg)
-    with pytest.raises(ValueError, match='pseudo_dataset.*labels file not found.*gone.json'):
+    with pytest.raises(FileNotFoundError, match='gone.json'):
         _hook(runner).before_train(runner)
 
 

@@ -158,7 +158,7 @@ def test_generator_contract(tiny_clip_path, tmp_path):
     assert out['cam'].min() >= 0 and out['cam'].max() <= 1 and out['cam_refined'] is None
     again = gen.generate_image(img, [11, 14])
     assert np.array_equal(out['cam'], again['cam'])
-    with pytest.raises(ValueError, match='empty'):
+    with pytest.raises(ValueError, match='at least one image-level label'):
         gen.generate_image(img, [])
     with pytest.raises(ValueError, match='out of range'):
         gen.generate_image(img, [20])

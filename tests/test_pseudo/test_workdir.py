@@ -115,8 +115,9 @@ def test_fingerprint_is_written_only_after_validation_and_model_build(tmp_path, 
     """#16.3: a typo leaves no fingerprint that would refuse the corrected command."""
     cfg = _cfg(tmp_path, folder)
     cfg.generator.colour = 'blue'  # unknown argument: the generator cannot be built
-    with pytest.raises(PseudoConfigError, match='generator .*colour'):
+    with pytest.raises(TypeError, match='colour') as info:
         run_pseudo_job(cfg, work_dir=tmp_path / 'o')
+    assert info.value.wsss_config_section == f'generator ({pf.FAKE_GENERATOR})'
     assert not (tmp_path / 'o' / FINGERPRINT_FILE).exists()
     cfg.generator.pop('colour')
     assert run_pseudo_job(cfg, work_dir=tmp_path / 'o')['counts']['processed'] == 6

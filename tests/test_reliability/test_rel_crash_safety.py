@@ -120,7 +120,7 @@ def test_sigkill_at_every_point_then_rerun_is_byte_identical(tmp_path):
     assert not list(work.rglob(f'*{TMP_SUFFIX}'))
     assert not (work / '.pseudo_ranks').exists()
     summary = json.loads((work / 'summary.json').read_text())
-    assert summary['counts'] == dict(total=n, done=n, processed=0, skipped_resumed=n, failed=0)
+    assert summary['counts'] == dict(total=n, done=n, processed=0, skipped_resumed=n, failed=0, evaluation_failed=0)
 
 
 def test_resumed_count_after_a_mid_run_kill(tmp_path):
@@ -130,7 +130,7 @@ def test_resumed_count_after_a_mid_run_kill(tmp_path):
     status = _run_forked(cfg, work, ('after_rename', 3, 'masks/'))
     assert os.WIFSIGNALED(status)
     summary = run_pseudo_job(cfg, work_dir=work, save_cams=True, logger=None)
-    assert summary['counts'] == dict(total=5, done=5, processed=2, skipped_resumed=3, failed=0)
+    assert summary['counts'] == dict(total=5, done=5, processed=2, skipped_resumed=3, failed=0, evaluation_failed=0)
 
 
 def test_cli_killed_mid_write_by_fault_then_resumes(tmp_path):

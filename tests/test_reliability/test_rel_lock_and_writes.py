@@ -95,7 +95,7 @@ def test_two_concurrent_processes_one_runs_one_refuses(tmp_path):
     run_pseudo_job(cfg, work_dir=ref, save_cams=True, logger=None)
     assert pf.tree_bytes(work) == pf.tree_bytes(ref)
     assert json.loads((work / 'summary.json').read_text())['counts'] == dict(
-        total=4, done=4, processed=4, skipped_resumed=0, failed=0)
+        total=4, done=4, processed=4, skipped_resumed=0, failed=0, evaluation_failed=0)
 
 
 # -------------------------------------------------------------- write failures

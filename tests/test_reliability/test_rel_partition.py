@@ -48,7 +48,7 @@ def test_two_process_gloo_run_generates_every_image_exactly_once(tmp_path):
     assert calls == Counter(expected)  # every image once, none twice, none missing
     assert not set(per_process[0]) & set(per_process[1])
     summary = json.loads((work / 'summary.json').read_text())
-    assert summary['counts'] == dict(total=n, done=n, processed=n, skipped_resumed=0, failed=0)
+    assert summary['counts'] == dict(total=n, done=n, processed=n, skipped_resumed=0, failed=0, evaluation_failed=0)
     assert sorted(k for k in pf.tree_bytes(work)) == sorted(
         f'{sub}/img{i:02d}.png' for sub in ('masks', 'confidence') for i in range(n))
     # the lock was held by rank 0 only and is released

@@ -91,8 +91,8 @@ def test_cli_unwritable_work_dir(tmp_path):
     cfg = pf.write_config(tmp_path / 'cfg.py', dataset=ds)
     (tmp_path / 'file').write_text('not a folder')
     out = _cli(cfg, '--work-dir', tmp_path / 'file' / 'pseudo')
-    assert out.returncode != 0
-    assert 'PermissionError' in out.stderr and str(tmp_path / 'file' / 'pseudo') in out.stderr
+    assert out.returncode == 2  # cannot write (README: exit statuses), before anything else
+    assert str(tmp_path / 'file' / 'pseudo') in out.stderr and 'Traceback' not in out.stderr
 
 
 def test_cli_cfg_options_switch_to_folder_dataset(tmp_path, shared_data):
@@ -149,7 +149,9 @@ def test_kill_midway_then_resume_is_byte_identical(tmp_path):
     assert pf.tree_bytes(work) == reference
     assert not list(work.rglob(f'*{".wsss-tmp"}'))
     counts = json.loads((work / 'summary.json').read_text())['counts']
-    assert counts['done'] == n and counts['skipped_resumed'] >= 2
+    # an image counts as resumed once its provenance record is written, which follows its
+    # files by at most the images in flight in the post-processing workers
+    assert counts['done'] == n and counts['skipped_resumed'] >= 1
     assert counts['processed'] + counts['skipped_resumed'] == n
 
 

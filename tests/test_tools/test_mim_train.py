@@ -143,7 +143,7 @@ def test_mim_train_generates_reuses_resumes_and_tests(tmp_path, voc, tiny_clip_p
     assert len(list((pseudo / 'masks').glob('*.png'))) == N_TRAIN
     summary = json.loads((pseudo / 'summary.json').read_text())
     assert summary['counts'] == dict(total=N_TRAIN, done=N_TRAIN, processed=N_TRAIN,
-                                     skipped_resumed=0, failed=0)
+                                     skipped_resumed=0, failed=0, evaluation_failed=0)
 
     # 2. second run into the same work dir: labels reused, training identical
     mask_bytes = {p.name: p.read_bytes() for p in (pseudo / 'masks').iterdir()}

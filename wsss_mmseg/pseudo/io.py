@@ -86,6 +86,9 @@ _CONF_SCALE = 65535
 #: Environment variable of the test-only fault injection (module docstring).
 FAULT_ENV = 'WSSS_MMSEG_FAULT'
 _FAULT_STATE: Dict[str, object] = {}
+#: Set in the job's post-processing workers: a ``kill`` fault there kills the job (the
+#: parent) too, as a real SIGKILL of the job would.
+FAULT_KILLS_PARENT = False
 
 
 def fault_point(point: str, path: Optional[PathLike] = None) -> None:
@@ -116,6 +119,8 @@ def fault_point(point: str, path: Optional[PathLike] = None) -> None:
     if count < nth:
         return
     if action == 'kill' and count == nth:
+        if FAULT_KILLS_PARENT:
+            os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == 'enospc':
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path or point))

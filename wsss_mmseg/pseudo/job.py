@@ -16,8 +16,8 @@
         eval_conf_thresholds=[0.95],        # extra eval variants: conf < mu -> ignore
         fsync=True,                         # fsync each output before its rename
         torch_threads=None,                 # None: 1 on the CPU (bit-identical whatever the launcher)
-        num_workers=None,                   # data-loading workers (None: min(4, cores - 1))
-        postprocess_workers=None,           # CRF/encode/write processes (None: min(4, cores - 1); 0 inline)
+        num_workers=0,                      # data-loading workers (None: min(4, cores - 1); 0 inline)
+        postprocess_workers=0,              # CRF/encode/write processes (None: min(4, cores - 1); 0 inline)
         verify_resume='crc',                # check finished files on resume: 'crc' or 'size'
         report=False)                       # also write the HTML report (report/index.html)
 
@@ -29,8 +29,8 @@ The work-dir rules (layout, fingerprint, provenance, locks, exit statuses) are i
     prepare (resize, input)   (bucketed, batched CLIP)        size, upsample, PNG, atomic write
                               provenance record  <----------  [size, crc32] of each file
 
-Queues are bounded (the loader prefetches two batches, at most ``2 x workers`` images
-wait for the pool), so memory stays flat over any number of images. A failing image
+Queues are bounded (the loader prefetches two batches, each post-processing worker holds
+one image), so memory stays flat over any number of images. A failing image
 (unreadable, no/unknown labels, too large, generator or mask error) is recorded with its
 path and reason and the job goes on -- a batch whose generation fails is retried one
 image at a time, so only the bad image fails. A failing *write* stops the job
@@ -46,7 +46,6 @@ depend on the thread count; use more processes for more cores, or set
 """
 from __future__ import annotations
 
-import collections
 import copy
 import datetime
 import json
@@ -58,11 +57,12 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .io import atomic_write_bytes, check_output_id, cleanup_stale_temps, fault_point
 from .options import PseudoConfigError
 from .stages import ImageLoader, OutputWriter
+from .writer_pool import WriterPool
 from .workdir import (FINGERPRINT_FILE, JOB_DEFAULTS, LOCK_FILE, RANK_DIR, OutputLayout,
                       OutputWriteError, ProvenanceJournal, WorkDirConflictError, WorkDirLockedError,
                       _jsonable, acquire_work_dir_lock, check_writable, config_fingerprint,
@@ -75,7 +75,7 @@ PathLike = Union[str, os.PathLike]
 __all__ = ['run_pseudo_job', 'shard_indices', 'config_fingerprint', 'JOB_DEFAULTS',
            'summarize_failures', 'check_writable', 'OutputWriteError', 'WorkDirLockedError',
            'WorkDirConflictError', 'PseudoConfigError', 'acquire_work_dir_lock', 'try_flock',
-           'LOCK_FILE', 'build_job_models', 'prepare_work_dir']
+           'LOCK_FILE', 'build_job_models', 'prepare_work_dir', 'mark_config_error']
 
 
 def shard_indices(ids: Sequence[str], *, rank: int, world_size: int) -> List[int]:
@@ -134,7 +134,19 @@ def _build(section: str, cfg: Mapping[str, Any]) -> Any:
     except PseudoConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - any construction error is a config problem
-        raise PseudoConfigError(f'{section} ({spec.get("type")}): {type(exc).__name__}: {exc}') from exc
+        mark_config_error(exc, f'{section} ({spec.get("type")})')
+        raise
+
+
+def mark_config_error(exc: BaseException, where: str) -> BaseException:
+    """Mark an error raised while building a config section (its type is kept: the tool exits 3).
+
+    ``exc.wsss_config_section`` names the section; the note shows in tracebacks.
+    """
+    exc.wsss_config_section = where  # type: ignore[attr-defined]
+    if hasattr(exc, 'add_note'):
+        exc.add_note(f'(while building the config section {where})')
+    return exc
 
 
 def check_class_names(dataset: Any, generator: Any) -> int:
@@ -361,7 +373,7 @@ def _run_locked(cfg: Mapping[str, Any], *, work_dir: Path, job: Dict[str, Any],
             journal.close()
     finally:
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
 
     rank_record = dict(rank=rank, assigned=len(mine), resumed=len(mine) - len(todo), attempted=len(todo),
                        succeeded=run.n_ok, failures=run.failures, loop_s=run.loop_s, stage_s=run.stage_s,
@@ -388,44 +400,16 @@ def _run_locked(cfg: Mapping[str, Any], *, work_dir: Path, job: Dict[str, Any],
 
 
 # ------------------------------------------------------------------ pipeline
-def _noop() -> int:
-    return os.getpid()
-
-
-_WORKER_WRITER: Optional[OutputWriter] = None
-
-
-def _init_worker(writer: OutputWriter) -> None:
-    global _WORKER_WRITER
-    close_inherited_locks()
-    _WORKER_WRITER = writer
-
-
 def _init_loader_worker(_: int) -> None:
     close_inherited_locks()
 
 
-def _write_in_worker(task: Mapping[str, Any]) -> Dict[str, Any]:
-    assert _WORKER_WRITER is not None
-    return _WORKER_WRITER(task)
-
-
-def _start_pool(n: int, writer: OutputWriter):
-    """A fork-context process pool for the post-processing stage (None when ``n == 0``).
-
-    Forked before the generator is built (no torch thread pool exists yet); the workers
-    get the writer once, through the initializer, and never run torch.
-    """
-    if not n:
-        return None
+def _start_pool(n: int, writer: OutputWriter) -> Optional[WriterPool]:
+    """The post-processing workers (None when ``n == 0`` or without ``fork``)."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    if 'fork' not in mp.get_all_start_methods():  # pragma: no cover - non-POSIX
+    if not n or 'fork' not in mp.get_all_start_methods():
         return None
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context('fork'),
-                               initializer=_init_worker, initargs=(writer,))
-    pool.submit(_noop).result()  # fork every worker now
-    return pool
+    return WriterPool(n, writer)
 
 
 class _LoaderDataset:
@@ -523,7 +507,7 @@ class _Pipeline:
                 return [pair for e in entries for pair in self._generate([e])]
             return [(entries[0], exc)]
 
-    def _submit(self, entry: Dict[str, Any], result: Any, pending: Deque) -> None:
+    def _submit(self, entry: Dict[str, Any], result: Any) -> None:
         import numpy as np
         item = entry.pop('item')
         res = dict(result)
@@ -533,25 +517,24 @@ class _Pipeline:
         task = dict(id=entry['id'], result=res, image=np.asarray(item['image']), label_ids=item['label_ids'],
                     work_hw=tuple(item['work_hw']), image_hw=tuple(item['image_hw']))
         if self.pool is None:
-            pending.append((entry, self.writer(task)))
-        else:
-            pending.append((entry, self.pool.submit(_write_in_worker, task)))
+            self._finish(entry, self.writer(task))
+            return
+        while not self.pool.has_idle():
+            self._collect(block=True)
+        self.pool.submit(entry, task)
+        self._collect(block=False)
 
-    def _drain(self, pending: Deque, keep: int) -> None:
-        while len(pending) > keep:
-            entry, fut = pending.popleft()
-            if hasattr(fut, 'result'):
-                t = time.perf_counter()
-                try:
-                    outcome = fut.result()
-                except Exception as exc:  # noqa: BLE001 - a dead worker (killed, OOM)
-                    raise RuntimeError(f'a post-processing worker died while handling {entry["id"]!r} '
-                                       f'({type(exc).__name__}: {exc}); rerun the same command to resume '
-                                       '(finished images are kept)') from exc
-                self.stage_s['wait_writer'] += time.perf_counter() - t
-            else:
-                outcome = fut
+    def _collect(self, *, block: bool) -> None:
+        t = time.perf_counter()
+        done = self.pool.collect(block=block)
+        if block:
+            self.stage_s['wait_writer'] += time.perf_counter() - t
+        for entry, outcome in done:
             self._finish(entry, outcome)
+
+    def _drain(self) -> None:
+        while self.pool is not None and self.pool.busy():
+            self._collect(block=True)
 
     def run(self, todo: Sequence[int]) -> None:
         """Process the images ``todo`` (indices into ``ids``)."""
@@ -567,8 +550,6 @@ class _Pipeline:
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
                                              collate_fn=_collate, prefetch_factor=2 if workers else None,
                                              worker_init_fn=_init_loader_worker if workers else None)
-        max_pending = 2 * max(1, self.job['postprocess_workers'])
-        pending: Deque = collections.deque()
         it = iter(loader)
         while True:
             t = time.perf_counter()
@@ -580,7 +561,6 @@ class _Pipeline:
             ready = []
             for entry in batch:
                 if 'stage' in entry:
-                    self._drain(pending, 0)  # keep the log in order
                     self._fail(entry, entry['stage'], entry['reason'])
                     fault_point('between_images', entry['id'])
                     self.n_handled += 1
@@ -596,16 +576,14 @@ class _Pipeline:
             for entry, result in pairs:
                 if isinstance(result, BaseException):
                     entry.pop('item', None)
-                    self._drain(pending, 0)
                     self._fail(entry, 'generate', f'{type(result).__name__}: {result}',
                                ''.join(traceback.format_exception(result)))
                     fault_point('between_images', entry['id'])
                     self.n_handled += 1
                     self._progress()
                     continue
-                self._submit(entry, result, pending)
-                self._drain(pending, max_pending)
-        self._drain(pending, 0)
+                self._submit(entry, result)
+        self._drain()
         self.loop_s = time.perf_counter() - self._start
         self._progress(final=True)
 

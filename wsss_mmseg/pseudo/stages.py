@@ -81,6 +81,12 @@ class ImageLoader:
         self.max_image_memory = max_image_memory
         self.save_cams = bool(save_cams)
 
+    def _pixel_limit(self) -> Optional[int]:
+        if self.max_image_pixels == 'pil':
+            from PIL import Image
+            return Image.MAX_IMAGE_PIXELS
+        return self.max_image_pixels
+
     def __call__(self, idx: int, image_id: str) -> Dict[str, Any]:
         """``dict(idx, id, img_path, item, load_s)`` or ``dict(idx, id, img_path, stage, reason)``."""
         from ..generators import validate_labels, work_size
@@ -101,9 +107,13 @@ class ImageLoader:
             if 'at least one' in reason:
                 reason = 'no image-level labels'
             return dict(out, stage='labels', reason=reason)
-        try:
-            if self.max_image_memory is not None:
+        if self.max_image_memory is not None:
+            try:
                 w0, h0 = read_image_size(out['img_path'])
+            except (OSError, ValueError):
+                w0 = h0 = 0  # unreadable header: load_rgb below says why
+            limit = self._pixel_limit()
+            if w0 and (limit is None or w0 * h0 <= limit):  # bombs: load_rgb refuses them
                 need = estimate_image_memory(h0, w0, work_size(h0, w0, self.max_side), len(labels),
                                              save_cams=self.save_cams)
                 if need > self.max_image_memory:
@@ -111,6 +121,7 @@ class ImageLoader:
                         f'{w0}x{h0} pixels with {len(labels)} labels need about {need / 2**30:.2f} GiB, '
                         f'above pseudo_job.max_image_memory={self.max_image_memory / 2**30:.2f} GiB; '
                         'raise it or lower generator.max_side'))
+        try:
             kwargs: Dict[str, Any] = dict(exif_transpose=self.exif_transpose)
             if self.max_image_pixels != 'pil':
                 kwargs['max_image_pixels'] = self.max_image_pixels

@@ -83,7 +83,7 @@ REPORT_FILES = ('summary.json', 'failures.txt', 'eval.json', 'eval.md', 'eval_io
 JOB_DEFAULTS: Dict[str, Any] = dict(
     save_cams=False, cam_dtype='float16', log_interval=50, exif_transpose=False,
     max_image_pixels='pil', max_image_memory=4 << 30, evaluate=True, eval_conf_thresholds=[0.95],
-    fsync=True, torch_threads=None, num_workers=None, postprocess_workers=None,
+    fsync=True, torch_threads=None, num_workers=0, postprocess_workers=0,
     verify_resume='crc', report=False)
 
 
