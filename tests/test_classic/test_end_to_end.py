@@ -104,7 +104,11 @@ def test_classifier_cams_pseudo_masks_cgl(tmp_path, shared_data):
         assert mask.shape == (img.height, img.width)
         assert set(np.unique(mask)) <= {0, 255} | {c + 1 for c in labels[image_id]}
         cams = np.load(out / 'cams' / f'{image_id}.npy', allow_pickle=True).item()
-        assert cams['cam'].shape == (len(labels[image_id]), img.height, img.width)
+        # CAM files are at the working size (generator.max_side caps the longer side; the mask above
+        # is upsampled to the image size)
+        from wsss_mmseg.generators import work_size
+        gen_side = summary['config']['generator'].get('max_side')
+        assert cams['cam'].shape == (len(labels[image_id]),) + work_size(img.height, img.width, gen_side)
         assert cams['cam_refined'] is not None
         assert 0 <= cams['cam'].min() and cams['cam'].max() <= 1
 

@@ -202,9 +202,9 @@ def test_every_option_is_validated_before_the_first_image(tmp_path, folder, sect
 
 
 def test_resolve_job_options_fills_worker_defaults():
-    job = resolve_job_options(Config(dict(pseudo_job=dict(num_workers=0))))
-    assert job['num_workers'] == 0
-    assert job['postprocess_workers'] == max(0, min(4, (os.cpu_count() or 1) - 1))
+    job = resolve_job_options(Config(dict(pseudo_job=dict(num_workers=None))))
+    assert job['num_workers'] == max(0, min(4, (os.cpu_count() or 1) - 1))  # None: auto
+    assert job['postprocess_workers'] == 0  # default: inline
 
 
 def test_classes_are_matched_by_name_not_by_count(tmp_path):

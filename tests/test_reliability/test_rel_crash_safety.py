@@ -130,7 +130,10 @@ def test_resumed_count_after_a_mid_run_kill(tmp_path):
     status = _run_forked(cfg, work, ('after_rename', 3, 'masks/'))
     assert os.WIFSIGNALED(status)
     summary = run_pseudo_job(cfg, work_dir=work, save_cams=True, logger=None)
-    assert summary['counts'] == dict(total=5, done=5, processed=2, skipped_resumed=3, failed=0, evaluation_failed=0)
+    # the 3rd mask was renamed into place but its provenance record was not yet written: that
+    # image is recomputed (byte-identical), 2 are resumed
+    assert summary['counts'] == dict(total=5, done=5, processed=3, skipped_resumed=2, failed=0,
+                                     evaluation_failed=0)
 
 
 def test_cli_killed_mid_write_by_fault_then_resumes(tmp_path):

@@ -279,11 +279,14 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
         broadcast_object_list(lock_error, src=0)
     if lock_error[0] is not None:
         raise WorkDirLockedError(lock_error[0])
+    import torch
+    threads = torch.get_num_threads()
     try:
         return _run_locked(cfg, work_dir=work_dir, job=job, layout=layout, rank=rank,
                            world_size=world_size, resume=resume, logger=logger,
                            started=started, started_iso=started_iso)
     finally:
+        torch.set_num_threads(threads)  # the job's own count does not leak into the caller
         if lock is not None:
             lock.close()
 
