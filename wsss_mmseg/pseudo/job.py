@@ -75,7 +75,7 @@ PathLike = Union[str, os.PathLike]
 __all__ = ['run_pseudo_job', 'shard_indices', 'config_fingerprint', 'JOB_DEFAULTS',
            'summarize_failures', 'check_writable', 'OutputWriteError', 'WorkDirLockedError',
            'WorkDirConflictError', 'PseudoConfigError', 'acquire_work_dir_lock', 'try_flock',
-           'LOCK_FILE', 'build_job_models', 'prepare_work_dir', 'mark_config_error']
+           'LOCK_FILE', 'prepare_work_dir', 'mark_config_error']
 
 
 def shard_indices(ids: Sequence[str], *, rank: int, world_size: int) -> List[int]:
@@ -183,11 +183,6 @@ def check_class_names(dataset: Any, generator: Any) -> int:
             f'the dataset ({type(dataset).__name__}) uses {count} classes but the generator '
             f'({type(generator).__name__}) has {len(gen_names)}; use the same class table for both')
     return len(gen_names)
-
-
-def build_job_models(cfg: Mapping[str, Any]) -> Tuple[Any, Any]:
-    """The mask maker and the generator of a job config (errors name the section)."""
-    return _build('mask_maker', cfg), _build('generator', cfg)
 
 
 def prepare_work_dir(work_dir: Path, fingerprint: Mapping[str, Any], *, resume: bool,
