@@ -29,6 +29,7 @@ the image and text encoders of one config share one instance (:func:`clear_clip_
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import logging
@@ -45,6 +46,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint_file
 from .download import PretrainedDownloadError, download_weights
+from .skip_init import skip_random_fills
 
 __all__ = [
     'PRECISIONS',
@@ -301,7 +303,8 @@ def compare_model_configs(file_cfg: Mapping[str, Any], named_cfg: Mapping[str, A
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def build_openai_architecture(cfg: Mapping[str, Any], *, precision: str = 'fp32') -> CLIP:
+def build_openai_architecture(cfg: Mapping[str, Any], *, precision: str = 'fp32',
+                              skip_init: bool = False) -> CLIP:
     """Instantiate an (untrained) open_clip ``CLIP`` for an inferred OpenAI config.
 
     Parameters are fp32; ``precision`` only selects the LayerNorm flavour (fp32-computing
@@ -311,11 +314,14 @@ def build_openai_architecture(cfg: Mapping[str, Any], *, precision: str = 'fp32'
     Args:
         cfg: Output of :func:`infer_openai_config`.
         precision: One of :data:`PRECISIONS`.
+        skip_init: Leave the parameters uninitialised (:func:`skip_random_fills`); only for a
+            model that :func:`load_state_dict_strict` fills next.
 
     Returns:
-        The model (random weights, QuickGELU).
+        The model (random weights, or uninitialised with ``skip_init``; QuickGELU).
     """
-    with torch.random.fork_rng(devices=[]):
+    fills = skip_random_fills() if skip_init else contextlib.nullcontext()
+    with torch.random.fork_rng(devices=[]), fills:
         torch.manual_seed(_RANDOM_INIT_SEED)
         return CLIP(int(cfg['embed_dim']), vision_cfg=CLIPVisionCfg(**cfg['vision_cfg']),
                     text_cfg=CLIPTextCfg(**cfg['text_cfg']), quick_gelu=True,
@@ -386,12 +392,14 @@ class _DropRandomInitWarning(logging.Filter):
         return 'Model initialized randomly' not in record.getMessage()
 
 
-def _create_open_clip(name: str, precision: str, quick_gelu: bool) -> nn.Module:
-    """``open_clip.create_model`` without weights; global RNG untouched, init seeded."""
+def _create_open_clip(name: str, precision: str, quick_gelu: bool, skip_init: bool = False) -> nn.Module:
+    """``open_clip.create_model`` without weights; global RNG untouched, init seeded (or skipped:
+    only when :func:`load_state_dict_strict` fills the model next)."""
     root, quiet = logging.getLogger(), _DropRandomInitWarning()
     root.addFilter(quiet)
+    fills = skip_random_fills() if skip_init else contextlib.nullcontext()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), fills:
             torch.manual_seed(_RANDOM_INIT_SEED)
             return open_clip.create_model(name, pretrained=None, precision=precision, device='cpu',
                                           force_quick_gelu=quick_gelu)
@@ -412,12 +420,12 @@ def _model_from_file(name: Optional[str], path: str, *, precision: str, device: 
                 raise CheckpointMismatchError(
                     f"OpenAI-format checkpoint '{path}' does not match model_name '{name}': {listed}. "
                     'Pass model_name=None to take the architecture from the checkpoint.')
-        model = build_openai_architecture(cfg, precision=precision)
+        model = build_openai_architecture(cfg, precision=precision, skip_init=True)
         desc = f"the OpenAI-format architecture inferred from it ({_describe(cfg)})"
         load_state_dict_strict(model, state, path=path, model_desc=desc)
         _apply_precision(model, precision, device)
         return model
-    model = _create_open_clip(name, precision, quick_gelu)
+    model = _create_open_clip(name, precision, quick_gelu, skip_init=True)
     if 'positional_embedding' in state and not hasattr(model, 'positional_embedding'):
         state = convert_to_custom_text_state_dict(state)
     logit_scale = getattr(model, 'logit_scale', None)
