@@ -35,191 +35,34 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-VOC_SAMPLE = Path('/work/shared/data/voc_sample')
-MAKE_WEIGHTS = Path('/work/shared/data/clip_es_golden/make_weights.py')
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_support import (REPO, VOC_SAMPLE, TreeMemorySampler, _peak_rss, big_photo, machine,  # noqa: E402
+                           tiny_weights, vitb16_weights, voc_ids, voc_labels, voc_subset)
 PARTS = ('job', 'cam', 'rss', 'bigphoto', 'startup')
 STAGES = ('wait_loader', 'decode', 'model', 'mask_crf', 'encode_write', 'wait_writer')
 MODEL_SPLIT = ('trunk', 'last_block_grad', 'cam', 'caa')
 JOB_VARIANTS = {
+    # the path before the engine: one process, one image at a time, all cores for torch
     'serial': dict(batch_size=1, num_workers=0, postprocess_workers=0, torch_threads=2),
-    'overlapped': dict(),  # the engine's defaults: batch 8, min(4, cores-1) workers, 1 torch thread
-    'overlapped_t2': dict(torch_threads=2),  # the defaults with the serial path's thread count
-    'overlapped_b1_t2': dict(batch_size=1, torch_threads=2),  # ... and no image batching
+    # the engine's defaults (batch 8, inline loading/post-processing, 1 torch thread on the CPU)
+    'defaults': dict(),
+    # the documented CPU scaling: one process per core (torchrun --nproc_per_node 2), defaults each
+    'sharded': dict(ranks=2),
+    # the opt-in overlapped pipeline: 1 loading + 1 post-processing worker, 2 torch threads
+    'overlapped_t2': dict(num_workers=1, postprocess_workers=1, torch_threads=2),
+    # ... with 1 torch thread (the CRF worker gets a core of its own)
+    'overlapped': dict(num_workers=1, postprocess_workers=1),
 }
-
-
-# ------------------------------------------------------------------ data sets (temp folders)
-def voc_ids(voc_root: Path) -> List[str]:
-    """Image ids of the VOC sample's split."""
-    return (voc_root / 'ImageSets/Segmentation/val.txt').read_text().split()
-
-
-def voc_labels(voc_root: Path) -> Dict[str, List[int]]:
-    """``{id: [class indices]}`` of the VOC sample."""
-    return json.loads((voc_root / 'cls_labels.json').read_text())['labels']
-
-
-def make_dataset(root: Path, images: Sequence[Path], labels: Sequence[Sequence[int]]) -> Dict[str, Any]:
-    """A VOC-layout folder of symlinks to ``images`` (unique ids) and its ``pseudo_dataset`` section.
-
-    Args:
-        root: Empty folder to fill.
-        images: Image files (may repeat: each entry gets its own id).
-        labels: Class indices per entry.
-
-    Returns:
-        The ``VOCImageLabels`` config section.
-    """
-    img_dir = root / 'JPEGImages'
-    img_dir.mkdir(parents=True, exist_ok=True)
-    ids, table = [], {}
-    for n, (path, labs) in enumerate(zip(images, labels)):
-        image_id = f'{n:05d}_{Path(path).stem}'
-        os.symlink(os.path.abspath(path), img_dir / f'{image_id}.jpg')
-        ids.append(image_id)
-        table[image_id] = [int(x) for x in labs]
-    (root / 'split.txt').write_text('\n'.join(ids) + '\n')
-    (root / 'labels.json').write_text(json.dumps(dict(labels=table)))
-    return dict(type='VOCImageLabels', data_root=str(root), split=str(root / 'split.txt'), img_dir='JPEGImages',
-                labels=str(root / 'labels.json'), gt_dir=None, class_table='voc20')
-
-
-def voc_subset(voc_root: Path, n: int, root: Path) -> Dict[str, Any]:
-    """The first ``n`` VOC sample images (the list repeated when ``n`` exceeds it)."""
-    ids, table = voc_ids(voc_root), voc_labels(voc_root)
-    chosen = [ids[i % len(ids)] for i in range(n)]
-    return make_dataset(root, [voc_root / 'JPEGImages' / f'{i}.jpg' for i in chosen], [table[i] for i in chosen])
-
-
-def big_photo(voc_root: Path, root: Path, hw=(4000, 6000)) -> Dict[str, Any]:
-    """Two datasets: a VOC photo upscaled (bicubic) to ``hw`` and the original, 3 labels each.
-
-    The photo is the first 500x375 one of the sample (else the first image).
-    """
-    from PIL import Image
-    ids, table = voc_ids(voc_root), voc_labels(voc_root)
-    paths = [voc_root / 'JPEGImages' / f'{i}.jpg' for i in ids]
-    src = next((p for p in paths if Image.open(p).size == (500, 375)), paths[0])
-    root.mkdir(parents=True, exist_ok=True)
-    big = root / f'photo_{hw[1]}x{hw[0]}.jpg'
-    if not big.exists():
-        Image.open(src).convert('RGB').resize((hw[1], hw[0]), Image.BICUBIC).save(big, quality=90)
-    labs = (list(table[src.stem]) + [c for c in (14, 8, 11) if c not in table[src.stem]])[:3]
-    return dict(big=make_dataset(root / 'big', [big], [labs]), small=make_dataset(root / 'small', [src], [labs]))
-
-
-# ------------------------------------------------------------------ weights
-def vitb16_weights(args) -> Dict[str, Any]:
-    """``clip=dict(...)`` of the ViT-B/16-size model (module docstring); the tiny one with ``--generator tiny``."""
-    if args.generator == 'tiny':
-        return tiny_weights(args)
-    if args.pretrained:
-        return dict(model_name='ViT-B-16', pretrained=args.pretrained)
-    path = Path(args.cache_dir) / 'clip_random_vitb16_seed0.pt'
-    if not path.exists() and MAKE_WEIGHTS.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(MAKE_WEIGHTS), '--variant', 'vitb16', '--seed', '0',
-                        '--out', str(path)], check=True, capture_output=True)
-    if path.exists():
-        return dict(model_name='ViT-B-16', pretrained=str(path))
-    return dict(model_name='ViT-B-16', pretrained=None)  # open_clip's deterministic random init
-
-
-def tiny_weights(args) -> Dict[str, Any]:
-    """``clip=dict(...)`` of the tiny CLIP (written once into ``--cache-dir``)."""
-    path = Path(args.cache_dir) / 'clip_tiny_vit_seed0.pt'
-    if not path.exists():
-        from wsss_mmseg.clip import save_openai_format, tiny_clip
-        save_openai_format(tiny_clip(seed=0, fp16_round=True), str(path))
-    return dict(model_name=None, pretrained=str(path))
-
-
-# ------------------------------------------------------------------ children (one measurement each)
-def _peak_rss() -> Dict[str, float]:
-    return dict(rss_self_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                rss_children_mib=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-
-
-def _tree_pids(root: int) -> List[int]:
-    """``root`` and its descendants (from ``/proc/*/stat``)."""
-    parent: Dict[int, int] = {}
-    for d in os.listdir('/proc'):
-        if d.isdigit():
-            try:
-                stat = Path(f'/proc/{d}/stat').read_text()
-            except OSError:
-                continue
-            parent[int(d)] = int(stat.rsplit(')', 1)[1].split()[1])
-    tree, grew = {root}, True
-    while grew:
-        new = {p for p, pp in parent.items() if pp in tree and p not in tree}
-        tree |= new
-        grew = bool(new)
-    return sorted(tree)
-
-
-class TreeMemorySampler:
-    """Peak of the summed PSS (proportional set size: shared pages split between the processes
-    sharing them) of this process and its children, sampled every ``interval`` s (Linux).
-
-    Args:
-        interval: Seconds between samples.
-    """
-
-    def __init__(self, interval: float = 0.5) -> None:
-        import threading
-        self.interval = interval
-        self.peak_pss_mib: Optional[float] = None
-        self.peak_processes = 0
-        self.samples = 0
-        self.child_hwm_mib: Dict[int, float] = {}  # VmHWM (exact peak RSS) of each child, by pid
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        total, n = 0, 0
-        for pid in _tree_pids(os.getpid()):
-            try:
-                text = Path(f'/proc/{pid}/smaps_rollup').read_text()
-                if pid != os.getpid():
-                    status = Path(f'/proc/{pid}/status').read_text()
-                    hwm = next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith('VmHWM:'))
-                    self.child_hwm_mib[pid] = max(self.child_hwm_mib.get(pid, 0.0), hwm / 1024)
-            except (OSError, StopIteration):
-                continue
-            total += next(int(ln.split()[1]) for ln in text.splitlines() if ln.startswith('Pss:'))
-            n += 1
-        if self.peak_pss_mib is None or total / 1024 > self.peak_pss_mib:
-            self.peak_pss_mib = total / 1024
-        self.peak_processes = max(self.peak_processes, n)
-        self.samples += 1
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> 'TreeMemorySampler':
-        if Path('/proc/self/smaps_rollup').exists():
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
 
 def _job_config(spec: Mapping) -> Any:
@@ -230,7 +73,7 @@ def _job_config(spec: Mapping) -> Any:
     cfg.generator.device = 'cpu'
     job = dict(save_cams=False, evaluate=False, log_interval=10 ** 9)
     gen_opts = {k: v for k, v in spec['options'].items() if k == 'batch_size'}
-    job.update({k: v for k, v in spec['options'].items() if k != 'batch_size'})
+    job.update({k: v for k, v in spec['options'].items() if k not in ('batch_size', 'ranks')})
     cfg.generator.update(gen_opts)
     cfg.pseudo_job = job
     if spec.get('crf', True) is False:
@@ -242,6 +85,11 @@ def child_job(spec: Mapping) -> Dict[str, Any]:
     """Run one job; images/s, stage seconds, the model split and peak RSS."""
     t0 = time.perf_counter()
     import wsss_mmseg  # noqa: F401 - registers the plugin
+    if spec.get('world', 1) > 1:  # one rank of a torchrun-like launch (gloo on the CPU)
+        from mmengine.dist import init_dist
+        os.environ.update(RANK=str(spec['rank']), LOCAL_RANK=str(spec['rank']), WORLD_SIZE=str(spec['world']),
+                          MASTER_ADDR='127.0.0.1', MASTER_PORT=str(spec['port']))
+        init_dist('pytorch', backend='gloo')
     from wsss_mmseg.cam.clip_es import CLIPESCAM
     from wsss_mmseg.models.generators import CLIPESGenerator
     from wsss_mmseg.pseudo.job import run_pseudo_job
@@ -270,6 +118,9 @@ def child_job(spec: Mapping) -> Dict[str, Any]:
             summary = run_pseudo_job(_job_config(spec), work_dir=spec['work_dir'], resume=False, logger='silent')
     finally:
         CLIPESCAM.forward_batch, CLIPESGenerator.__init__ = original_batch, original_init
+    if 'timings' not in summary:  # rank > 0: rank 0's summary holds the job's figures
+        return dict(rank=spec.get('rank'), model_split_s=split, peak_tree_pss_mib=mem.peak_pss_mib,
+                    peak_processes=mem.peak_processes, **_peak_rss())
     timings = summary['timings']
     return dict(images=summary['counts']['processed'], failed=summary['counts']['failed'],
                 images_per_s=timings['images_per_s'], loop_wall_s=timings['loop_wall_s'],
@@ -327,51 +178,96 @@ def child_cam(spec: Mapping) -> Dict[str, Any]:
                     best_split = {k: v / len(items) for k, v in split.items()}
     n = len(items)
     tokens = [int(np.prod(it['net_input'].shape[-2:]) // 256) for it in items]
+    # the reference computes the same maps (else the comparison would be meaningless)
+    ref = official_structure(gen.cam, items[0]['net_input'], items[0]['label_ids'], items[0]['work_hw'])
+    ours = gen.generate(items[:1])[0]
+    agree = {k: float(np.abs(np.asarray(ref[k]) - np.asarray(ours[k])).max()) for k in ('cam', 'cam_refined')}
+    roof = roofline(gen.cam.vit, items[0]['net_input'], best_split.get('trunk'))
     return dict(images=n, labels_mean=float(np.mean([len(it['label_ids']) for it in items])),
                 tokens_min=min(tokens), tokens_max=max(tokens), threads=torch.get_num_threads(),
                 s_per_image={m: best[m] / n for m in spec['modes']}, batched_split_s_per_image=best_split,
+                reference_max_abs_diff=agree, roofline=roof,
                 load_avg_start=load_start, load_avg_end=os.getloadavg())
 
 
+def roofline(vit, x, trunk_s: Optional[float]) -> Dict[str, float]:
+    """FLOPs of one image's trunk (blocks 1..L-1) and this machine's fp32 GEMM rate at its shape."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        vit.forward_features(x, stop_before_last=True)
+    flops = counter.get_total_flops()
+    n_tok = 1 + int(x.shape[-2]) // int(vit.patch_size) * (int(x.shape[-1]) // int(vit.patch_size))
+    width = int(vit.blocks[0].mlp.c_fc.in_features)
+    a, w = torch.randn(n_tok, width), torch.randn(4 * width, width)
+    with torch.no_grad():
+        for _ in range(3):
+            torch.nn.functional.linear(a, w)
+        t = time.perf_counter()
+        for _ in range(20):
+            torch.nn.functional.linear(a, w)
+        gemm = 2 * n_tok * width * 4 * width * 20 / (time.perf_counter() - t)
+    out = dict(trunk_gflop=flops / 1e9, gemm_gflops=gemm / 1e9, tokens=n_tok, threads=torch.get_num_threads())
+    if trunk_s:
+        out.update(trunk_gflops=flops / trunk_s / 1e9, trunk_fraction_of_gemm=flops / trunk_s / gemm)
+    return out
+
+
 def official_structure(cam, x, keys, out_hw, *, naive: bool = False):
-    """One image the official way with the package's pure functions (``cam`` part, module docstring)."""
+    """One image the way the official script computes it, with the package's pure functions.
+
+    As ``generate_cams_voc12.py`` + its ``pytorch_grad_cam``: the trunk once without grad;
+    then per label a fresh forward of the last block (ln_1 output hooked), ``zero_grad`` and
+    ``loss.backward(retain_graph=True)`` with the model's parameters requiring grad (the
+    official model is not frozen, so the backward also fills the last block's, ``ln_post``'s
+    and ``proj``'s ``.grad``), then the per-label ``N^3`` CAA transition. ``naive`` also
+    reruns the whole encoder for every label after the first.
+    """
     import torch
     from wsss_mmseg.cam.clip_es import resize_maps
     from wsss_mmseg.cam.softmax_gradcam import (clip_softmax, gradcam_maps, gradcam_weights, minmax_normalize,
-                                                normalize_gradcam, patch_mean_embedding,
-                                                target_gradients_per_class)
+                                                normalize_gradcam, patch_mean_embedding)
     from wsss_mmseg.clip.vit import block_forward
     from wsss_mmseg.postprocess.caa import average_attention, caa_propagate, caa_transition, class_box_masks
     vit = cam.vit
 
     def trunk():
         with torch.no_grad():
-            feats = vit.forward_features(x, attn_last=min(cam.attn_layers - 1, vit.num_layers - 1),
-                                         stop_before_last=True)
-            return feats, vit.blocks[-1].ln_1(feats['pre_last'])
+            return vit.forward_features(x, attn_last=min(cam.attn_layers - 1, vit.num_layers - 1),
+                                        stop_before_last=True)
 
-    feats, ln1 = trunk()
-    grid, last = tuple(feats['grid']), vit.blocks[-1]
+    feats = trunk()
+    grid, last, visual = tuple(feats['grid']), vit.blocks[-1], vit.visual
     text = torch.cat([cam.fg_text[list(keys)], cam.bg_text])
-    store = {}
-
-    def score_fn(a):
-        out, extras = block_forward(last, feats['pre_last'], ln1_out=a, need_attn=True)
-        store['attn'] = extras['attn'].detach()
-        emb = patch_mean_embedding(out, ln_post=vit.visual.ln_post, proj=vit.visual.proj)
-        return clip_softmax(emb, text, logit_scale=cam.logit_scale)
-
+    params = list(last.parameters()) + list(visual.ln_post.parameters()) + (
+        [visual.proj] if isinstance(visual.proj, torch.nn.Parameter) else [])
+    was = [p.requires_grad for p in params]
     cams, refined = [], []
-    for k in range(len(keys)):
-        if naive and k > 0:  # the whole encoder again for every label
-            feats, ln1 = trunk()
-        _, grads = target_gradients_per_class(ln1, score_fn, [k])  # a fresh forward + backward per label
-        cam_k = normalize_gradcam(gradcam_maps(ln1, gradcam_weights(grads), grid))
-        attn_avg = average_attention(list(feats['attn']) + [store['attn']], last_n=cam.attn_layers)
-        masks, _ = class_box_masks(cam_k, threshold=cam.box_threshold, fidelity=cam.fidelity)
-        transition = caa_transition(attn_avg, sinkhorn_rounds=cam.sinkhorn_rounds, power=cam.power)
-        refined.append(minmax_normalize(caa_propagate(transition, cam_k, masks)))
-        cams.append(cam_k)
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        for k in range(len(keys)):
+            if naive and k > 0:  # the whole encoder again for every label
+                feats = trunk()
+            for p in params:  # model.zero_grad()
+                p.grad = None
+            with torch.enable_grad():
+                ln1 = last.ln_1(feats['pre_last'])  # the hooked target layer
+                ln1.retain_grad()
+                out, extras = block_forward(last, feats['pre_last'], ln1_out=ln1, need_attn=True)
+                emb = patch_mean_embedding(out, ln_post=visual.ln_post, proj=visual.proj)
+                clip_softmax(emb, text, logit_scale=cam.logit_scale)[0, k].backward(retain_graph=True)
+            act = ln1.detach()
+            cam_k = normalize_gradcam(gradcam_maps(act, gradcam_weights(ln1.grad), grid))
+            attn_avg = average_attention(list(feats['attn']) + [extras['attn'].detach()], last_n=cam.attn_layers)
+            masks, _ = class_box_masks(cam_k, threshold=cam.box_threshold, fidelity=cam.fidelity)
+            transition = caa_transition(attn_avg, sinkhorn_rounds=cam.sinkhorn_rounds, power=cam.power)
+            refined.append(minmax_normalize(caa_propagate(transition, cam_k, masks)))
+            cams.append(cam_k)
+    finally:
+        for p, w in zip(params, was):
+            p.requires_grad_(w)
+            p.grad = None
     return dict(cam=resize_maps(torch.cat(cams), out_hw), cam_refined=resize_maps(torch.cat(refined), out_hw))
 
 
@@ -408,12 +304,52 @@ def part_job(args, tmp: Path) -> Dict[str, Any]:
     runs: Dict[str, List[dict]] = {v: [] for v in variants}
     for r in range(args.job_repeat):
         for name, options in variants.items():
-            runs[name].append(spawn('job', dict(dataset=dataset, clip=clip, options=options,
-                                                work_dir=str(tmp / f'job_{name}_{r}'))))
+            spec = dict(dataset=dataset, clip=clip, options=options, work_dir=str(tmp / f'job_{name}_{r}'))
+            runs[name].append(spawn_ranks(spec, int(options.get('ranks', 1))))
     best = {v: max(rs, key=lambda d: d['images_per_s']) for v, rs in runs.items()}
     base = best['serial']['images_per_s'] if 'serial' in best else None
-    return dict(images=args.images, clip=clip, variants=variants, best=best, runs=runs,
-                ratio_vs_serial={v: r['images_per_s'] / base for v, r in best.items() if base and v != 'serial'})
+    out = dict(images=args.images, clip=clip, variants=variants, best=best, runs=runs,
+               ratio_vs_serial={v: r['images_per_s'] / base for v, r in best.items() if base and v != 'serial'})
+    if 'serial' in best:
+        out['overlap_ceiling'] = overlap_ceiling(best['serial'], os.cpu_count() or 1)
+    return out
+
+
+def spawn_ranks(spec: Mapping, ranks: int) -> Dict[str, Any]:
+    """One job in ``ranks`` concurrent processes (gloo, as ``torchrun``); rank 0's summary gives images/s
+    (all images / the slowest rank's loop) and the summed stage seconds."""
+    if ranks == 1:
+        return spawn('job', spec)
+    if IN_PROCESS:
+        raise RuntimeError('--in-process cannot run a multi-rank variant')
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    with concurrent.futures.ThreadPoolExecutor(ranks) as pool:
+        outs = list(pool.map(lambda r: spawn('job', dict(spec, rank=r, world=ranks, port=port)), range(ranks)))
+    first = dict(outs[0])  # rank 0: the job's summary (all ranks' images, the slowest rank's loop)
+    first.update(ranks=outs, model_split_s={k: sum(o['model_split_s'].get(k, 0.0) for o in outs) for k in MODEL_SPLIT},
+                 peak_tree_pss_mib=sum(o['peak_tree_pss_mib'] or 0 for o in outs),
+                 peak_processes=sum(o['peak_processes'] for o in outs))
+    return first
+
+
+def overlap_ceiling(serial: Mapping, cores: int) -> Dict[str, float]:
+    """Best speed-up any schedule of the serial run's work can reach on ``cores`` cores.
+
+    The serial run's model stage used ``t`` threads (all cores; torch scales ~linearly to 2 here),
+    the other stages one core. No overlap or sharding can beat the total core-seconds spread
+    over all cores: ``serial_wall / ((model_s * t + other_s) / cores)``.
+    """
+    st = serial['stage_s']
+    threads = max(1, int(serial['torch_threads']))
+    model_core_s = st['model'] * min(threads, cores)
+    other_core_s = sum(v for k, v in st.items() if k != 'model')
+    wall = sum(st.values())
+    best_wall = (model_core_s + other_core_s) / cores  # every core busy all the time
+    return dict(serial_stage_wall_s=wall, model_core_s=model_core_s, other_core_s=other_core_s,
+                best_wall_s=best_wall, max_speedup=wall / best_wall)
 
 
 def part_cam(args, tmp: Path) -> Dict[str, Any]:
@@ -466,16 +402,6 @@ def part_startup(args, tmp: Path) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------ report
-def machine() -> Dict[str, Any]:
-    """What the figures were measured on."""
-    import torch
-    cpu = next((ln.split(':', 1)[1].strip() for ln in Path('/proc/cpuinfo').read_text().splitlines()
-                if ln.startswith('model name')), platform.processor()) if Path('/proc/cpuinfo').exists() else '?'
-    return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(), torch=torch.__version__,
-                cuda=torch.cuda.is_available(), load_avg=os.getloadavg(),
-                date=time.strftime('%Y-%m-%d %H:%M %Z'))
-
-
 def _mib(x: Optional[float]) -> str:
     return 'n/a' if x is None else f'{x:.0f} MiB'
 
@@ -502,7 +428,13 @@ def print_report(res: Mapping) -> None:
                   f"peak PSS {_mib(r['peak_tree_pss_mib'])} ({r['peak_processes']} processes)")
             print('    seconds: ' + _stages_line(r))
         for v, ratio in j['ratio_vs_serial'].items():
-            print(f"  ratio {v}/serial: {ratio:.2f}x" + (' (target >= 1.5x)' if v == 'overlapped' else ''))
+            print(f"  ratio {v}/serial: {ratio:.2f}x (target >= 1.5x)")
+        if 'overlap_ceiling' in j:
+            oc = j['overlap_ceiling']
+            print(f"  ceiling on {res['machine']['cores']} cores: serial work = model {oc['model_core_s']:.1f} + other "
+                  f"{oc['other_core_s']:.1f} core-s; with every core busy all the time {oc['best_wall_s']:.1f} s "
+                  f"instead of {oc['serial_stage_wall_s']:.1f} s -> at most {oc['max_speedup']:.2f}x for any "
+                  'overlap/sharding of the same work')
     if 'cam' in res:
         c = res['cam']
         print(f"\n[cam] CAM + CAA, {c['images']} VOC images ({c['tokens_min']}-{c['tokens_max']} patches, "
@@ -512,6 +444,13 @@ def print_report(res: Mapping) -> None:
         print('  batched split s/image: ' + ', '.join(f'{k} {v:.3f}' for k, v in c['batched_split_s_per_image'].items()))
         for mode, ratio in c['ratio_batched_vs'].items():
             print(f'  speed-up batched vs {mode}: {ratio:.2f}x' + (' (target >= 1.5x)' if mode == 'official' else ''))
+        print('  reference vs batched max |diff| (first image): '
+              + ', '.join(f'{k} {v:.1e}' for k, v in c['reference_max_abs_diff'].items()))
+        rf = c['roofline']
+        print(f"  roofline: trunk {rf['trunk_gflop']:.0f} GFLOP/image ({rf['tokens']} tokens); fp32 GEMM at that shape "
+              f"{rf['gemm_gflops']:.0f} GFLOP/s ({rf['threads']} threads)"
+              + (f"; the trunk ran at {rf['trunk_gflops']:.0f} GFLOP/s = {100 * rf['trunk_fraction_of_gemm']:.0f} % "
+                 'of it' if 'trunk_gflops' in rf else ''))
     for part, label in (('rss', 'images'), ('bigphoto', 'photo')):
         if part in res:
             p = res[part]
