@@ -364,15 +364,21 @@ def part_cam(args, tmp: Path) -> Dict[str, Any]:
     return out
 
 
+MEMORY_VARIANTS = ('defaults', 'overlapped')  # inline; 1 loading + 1 post-processing worker
+
+
 def part_rss(args, tmp: Path) -> Dict[str, Any]:
     clip = tiny_weights(args)
-    res = {}
-    for n in args.rss_images:
-        res[n] = spawn('job', dict(dataset=voc_subset(args.voc_root, n, tmp / f'rss_data_{n}'), clip=clip,
-                                   options={}, crf=args.rss_crf, pss_interval=0.05, work_dir=str(tmp / f'rss_{n}')))
+    out: Dict[str, Any] = dict(clip='tiny (wsss_mmseg.clip.tiny, width 64, 2 layers)', crf=args.rss_crf)
     lo, hi = min(args.rss_images), max(args.rss_images)
-    return dict(clip='tiny (wsss_mmseg.clip.tiny, width 64, 2 layers)', crf=args.rss_crf,
-                runs={str(n): r for n, r in res.items()}, ratios=_memory_ratios(res[hi], res[lo]))
+    for v in MEMORY_VARIANTS:
+        res = {}
+        for n in args.rss_images:
+            res[n] = spawn('job', dict(dataset=voc_subset(args.voc_root, n, tmp / f'rss_data_{v}_{n}'), clip=clip,
+                                       options=JOB_VARIANTS[v], crf=args.rss_crf, pss_interval=0.05,
+                                       work_dir=str(tmp / f'rss_{v}_{n}')))
+        out[v] = dict(runs={str(n): r for n, r in res.items()}, ratios=_memory_ratios(res[hi], res[lo]))
+    return out
 
 
 def _memory_ratios(a: Mapping, b: Mapping) -> Dict[str, Optional[float]]:
@@ -384,11 +390,13 @@ def _memory_ratios(a: Mapping, b: Mapping) -> Dict[str, Optional[float]]:
 def part_bigphoto(args, tmp: Path) -> Dict[str, Any]:
     clip = tiny_weights(args)
     data = big_photo(args.voc_root, tmp / 'bigphoto', hw=tuple(args.big_size))
-    res = {name: spawn('job', dict(dataset=ds, clip=clip, options={}, pss_interval=0.05,
-                                   work_dir=str(tmp / f'bigphoto_{name}')))
-           for name, ds in data.items()}
-    return dict(clip='tiny (wsss_mmseg.clip.tiny, width 64, 2 layers)', crf=True, runs=res,
-                ratios=_memory_ratios(res['big'], res['small']))
+    out: Dict[str, Any] = dict(clip='tiny (wsss_mmseg.clip.tiny, width 64, 2 layers)', crf=True)
+    for v in MEMORY_VARIANTS:
+        res = {name: spawn('job', dict(dataset=ds, clip=clip, options=JOB_VARIANTS[v], pss_interval=0.05,
+                                       work_dir=str(tmp / f'bigphoto_{v}_{name}')))
+               for name, ds in data.items()}
+        out[v] = dict(runs=res, ratios=_memory_ratios(res['big'], res['small']))
+    return out
 
 
 def part_startup(args, tmp: Path) -> Dict[str, Any]:
@@ -455,12 +463,17 @@ def print_report(res: Mapping) -> None:
         if part in res:
             p = res[part]
             print(f"\n[{part}] peak memory, {p['clip']}, CRF {'on' if p['crf'] else 'off'}")
-            for n, r in p['runs'].items():
-                print(f"  {label} {n:6s} tree PSS {_mib(r['peak_tree_pss_mib'])}, main RSS {r['rss_self_mib']:.0f} MiB, "
-                      f"largest child RSS {r['rss_children_mib']:.0f} MiB, {r['images']} done, {r['loop_wall_s']:.1f} s")
-                print('    children peak RSS (start order): '
-                      + ', '.join(f'{x:.0f}' for x in r.get('child_peak_rss_mib', [])) + ' MiB')
-            print('  ratios: ' + ', '.join(f'{k} {v:.3f}' if v else f'{k} n/a' for k, v in p['ratios'].items()))
+            for v in MEMORY_VARIANTS:
+                print(f'  {v}:')
+                for n, r in p[v]['runs'].items():
+                    print(f"    {label} {n:6s} tree PSS {_mib(r['peak_tree_pss_mib'])}, main RSS "
+                          f"{r['rss_self_mib']:.0f} MiB, largest child RSS {r['rss_children_mib']:.0f} MiB, "
+                          f"{r['images']} done, {r['loop_wall_s']:.1f} s")
+                    if r.get('child_peak_rss_mib'):
+                        print('      children peak RSS (start order): '
+                              + ', '.join(f'{x:.0f}' for x in r['child_peak_rss_mib']) + ' MiB')
+                print('    ratios: ' + ', '.join(f'{k} {x:.3f}' if x else f'{k} n/a'
+                                             for k, x in p[v]['ratios'].items()))
     if 'startup' in res:
         s = res['startup']
         print(f"\n[startup] 1 image, {_clip_name(s['clip'])}, CRF on")

@@ -225,3 +225,34 @@ def test_check_output_id_accepts_nested():
     assert pio.check_output_id('train2014/COCO_1') == 'train2014/COCO_1'
     from wsss_mmseg.pseudo.workdir import OutputLayout
     assert os.sep in str(Path(OutputLayout('/w').mask_path('x/y')))
+
+
+# ------------------------------------------------------------- bounded confidence quantisation
+def test_quantize_confidence_chunks_equal_the_whole_array_formula(monkeypatch) -> None:
+    """round(clip(c, 0, 1) * 65535) in float64 over the whole array (written here with numpy) == chunked."""
+    import wsss_mmseg.pseudo.io as pio
+    monkeypatch.setattr(pio, '_QUANTIZE_CHUNK', 1000)  # many chunks, a ragged last one
+    rng = np.random.default_rng(0)
+    conf = rng.random((123, 77), dtype=np.float32)
+    conf[0, :5] = (np.arange(5) + 0.5) / 65535  # exact .5 steps: float64 rint (half to even)
+    conf[1, 0], conf[1, 1] = -5e-7, 1 + 5e-7  # within the tolerance: clipped
+    expected = np.rint(np.clip(conf.astype(np.float64), 0.0, 1.0) * 65535).astype(np.uint16)
+    got = pio.quantize_confidence(conf)
+    assert got.dtype == np.uint16 and got.shape == conf.shape
+    np.testing.assert_array_equal(got, expected)
+    # a non-contiguous view gives the same values
+    np.testing.assert_array_equal(pio.quantize_confidence(np.asfortranarray(conf)), expected)
+
+
+def test_quantize_confidence_errors_in_any_chunk(monkeypatch) -> None:
+    import wsss_mmseg.pseudo.io as pio
+    monkeypatch.setattr(pio, '_QUANTIZE_CHUNK', 100)
+    conf = np.full((30, 30), 0.5, dtype=np.float32)
+    bad = conf.copy()
+    bad[-1, -1] = np.nan  # in the last chunk
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        pio.encode_confidence_png(bad)
+    bad = conf.copy()
+    bad[20, 3] = 1.01
+    with pytest.raises(ValueError, match=r'must lie in \[0, 1\], got 0\.5\.\.1\.0099'):
+        pio.encode_confidence_png(bad)

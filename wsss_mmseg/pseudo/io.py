@@ -71,7 +71,7 @@ PathLike = Union[str, os.PathLike]
 __all__ = [
     'TMP_SUFFIX', 'atomic_open', 'atomic_write_bytes', 'voc_palette',
     'encode_mask_png', 'write_mask_png', 'read_mask_png',
-    'encode_confidence_png', 'write_confidence_png', 'read_confidence_png',
+    'encode_confidence_png', 'quantize_confidence', 'write_confidence_png', 'read_confidence_png',
     'build_cam_record', 'save_cam_npy', 'load_cam_npy', 'cleanup_stale_temps',
     'check_output_id', 'fault_point', 'FAULT_ENV',
 ]  # the work-dir layout is wsss_mmseg.pseudo.workdir.OutputLayout
@@ -81,6 +81,7 @@ TMP_SUFFIX = '.wsss-tmp'
 #: Label value of ignored pixels.
 IGNORE_INDEX = 255
 _CONF_SCALE = 65535
+_QUANTIZE_CHUNK = 1 << 18  # pixels per float64 chunk of quantize_confidence (2 MiB)
 
 
 #: Environment variable of the test-only fault injection (module docstring).
@@ -340,6 +341,39 @@ def read_mask_png(path: PathLike) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- confidence
+def quantize_confidence(conf: np.ndarray) -> np.ndarray:
+    """``round(clip(c, 0, 1) * 65535)`` as uint16, in float64, a bounded chunk at a time.
+
+    Working in chunks of :data:`_QUANTIZE_CHUNK` pixels keeps the float64 temporaries at a
+    few MiB whatever the image size (a 24 Mpx photo would otherwise need ~600 MiB of them);
+    the values are those of the whole-array expression (element-wise operations).
+
+    Args:
+        conf: Floating ``(H, W)`` array.
+
+    Returns:
+        ``(H, W)`` uint16 array.
+
+    Raises:
+        ValueError: NaN or infinite values, or values outside ``[0, 1]`` (beyond 1e-6).
+    """
+    flat = conf.reshape(-1)
+    q = np.empty(flat.shape, dtype=np.uint16)
+    lo, hi = np.inf, -np.inf
+    for start in range(0, flat.size, _QUANTIZE_CHUNK):
+        c = flat[start:start + _QUANTIZE_CHUNK].astype(np.float64)
+        if not np.isfinite(c).all():
+            raise ValueError('confidence contains NaN or infinite values')
+        lo, hi = min(lo, float(c.min())), max(hi, float(c.max()))
+        np.clip(c, 0.0, 1.0, out=c)
+        c *= _CONF_SCALE
+        np.rint(c, out=c)
+        q[start:start + c.size] = c
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ValueError(f'confidence values must lie in [0, 1], got {lo}..{hi}')
+    return q.reshape(conf.shape)
+
+
 def encode_confidence_png(confidence: np.ndarray) -> bytes:
     """Encode a confidence map as a 16-bit grayscale PNG of ``round(c * 65535)``.
 
@@ -358,13 +392,7 @@ def encode_confidence_png(confidence: np.ndarray) -> bytes:
         raise ValueError(f'confidence must be a non-empty 2-D array, got shape {conf.shape}')
     if not np.issubdtype(conf.dtype, np.floating):
         raise ValueError(f'confidence must be floating point, got dtype {conf.dtype}')
-    conf = conf.astype(np.float64)
-    if not np.isfinite(conf).all():
-        raise ValueError('confidence contains NaN or infinite values')
-    lo, hi = float(conf.min()), float(conf.max())
-    if lo < -1e-6 or hi > 1 + 1e-6:
-        raise ValueError(f'confidence values must lie in [0, 1], got {lo}..{hi}')
-    q = np.rint(np.clip(conf, 0.0, 1.0) * _CONF_SCALE).astype(np.uint16)
+    q = quantize_confidence(conf)
     img = Image.fromarray(np.ascontiguousarray(q))  # mode 'I;16'
     buf = io.BytesIO()
     img.save(buf, format='PNG', optimize=False, compress_level=6)

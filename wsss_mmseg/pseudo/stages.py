@@ -27,7 +27,9 @@ from .workdir import OutputLayout, file_record
 __all__ = ['ImageLoader', 'OutputWriter', 'estimate_image_memory', 'upsample_outputs']
 
 #: Bytes per pixel of the full-size work of one image: decoded RGB (3), label (1),
-#: confidence float32 (4) and its 16-bit copy (2), PNG encoders' buffers (~6).
+#: confidence float32 (4) and its 16-bit copy (2), PNG encoders' buffers (~6). Measured
+#: (benchmarks/bench_generate.py --parts bigphoto, 24 Mpx photo): ~9 B/px in the inline job,
+#: ~8 B/px in a post-processing worker, since the confidence is quantised in bounded chunks.
 _BYTES_PER_FULL_PIXEL = 16
 #: Bytes per working-size pixel and map channel: float32 maps, CRF probabilities,
 #: unary, posterior and temporaries (~8 float32 arrays).
@@ -145,7 +147,7 @@ def upsample_outputs(mask: np.ndarray, confidence: np.ndarray, image_hw: tuple):
     mask = cv2.resize(np.ascontiguousarray(mask), (w0, h0), interpolation=cv2.INTER_NEAREST)
     confidence = cv2.resize(np.ascontiguousarray(confidence, dtype=np.float32), (w0, h0),
                             interpolation=cv2.INTER_LINEAR)
-    return mask, np.clip(confidence, 0.0, 1.0)
+    return mask, np.clip(confidence, 0.0, 1.0, out=confidence)  # in place: no second full-size copy
 
 
 def _as_numpy(x: Any) -> Optional[np.ndarray]:
