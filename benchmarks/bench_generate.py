@@ -48,9 +48,8 @@ from typing import Any, Dict, List, Mapping, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_support import (REPO, VOC_SAMPLE, TreeMemorySampler, _peak_rss, big_photo, machine,  # noqa: E402
                            tiny_weights, vitb16_weights, voc_ids, voc_labels, voc_subset)
-PARTS = ('job', 'cam', 'rss', 'bigphoto', 'startup')
-STAGES = ('wait_loader', 'decode', 'model', 'mask_crf', 'encode_write', 'wait_writer')
-MODEL_SPLIT = ('trunk', 'last_block_grad', 'cam', 'caa')
+from bench_report import MEMORY_VARIANTS, MODEL_SPLIT, STAGES, print_report  # noqa: E402
+PARTS = ('job', 'cam', 'rss', 'bigphoto', 'startup', 'autocast')
 JOB_VARIANTS = {
     # the path before the engine: one process, one image at a time, all cores for torch
     'serial': dict(batch_size=1, num_workers=0, postprocess_workers=0, torch_threads=2),
@@ -311,7 +310,8 @@ def part_job(args, tmp: Path) -> Dict[str, Any]:
     out = dict(images=args.images, clip=clip, variants=variants, best=best, runs=runs,
                ratio_vs_serial={v: r['images_per_s'] / base for v, r in best.items() if base and v != 'serial'})
     if 'serial' in best:
-        out['overlap_ceiling'] = overlap_ceiling(best['serial'], os.cpu_count() or 1)
+        one = next((best[v] for v in ('defaults', 'sharded') if v in best and best[v]['torch_threads'] == 1), None)
+        out['overlap_ceiling'] = overlap_ceiling(best['serial'], os.cpu_count() or 1, one)
     return out
 
 
@@ -335,21 +335,27 @@ def spawn_ranks(spec: Mapping, ranks: int) -> Dict[str, Any]:
     return first
 
 
-def overlap_ceiling(serial: Mapping, cores: int) -> Dict[str, float]:
-    """Best speed-up any schedule of the serial run's work can reach on ``cores`` cores.
+def overlap_ceiling(serial: Mapping, cores: int, one_thread: Optional[Mapping] = None) -> Dict[str, float]:
+    """Best speed-up over ``serial`` that any schedule of the same work can reach on ``cores`` cores.
 
-    The serial run's model stage used ``t`` threads (all cores; torch scales ~linearly to 2 here),
-    the other stages one core. No overlap or sharding can beat the total core-seconds spread
-    over all cores: ``serial_wall / ((model_s * t + other_s) / cores)``.
+    No overlap or sharding beats the work's core-seconds spread over all cores. The work is
+    taken from a run with 1 torch thread per process (``one_thread``: every stage second is a
+    core-second); without one, the serial run's model seconds are counted as ``threads`` cores
+    busy, which overstates the work when threads do not scale perfectly.
     """
-    st = serial['stage_s']
-    threads = max(1, int(serial['torch_threads']))
-    model_core_s = st['model'] * min(threads, cores)
-    other_core_s = sum(v for k, v in st.items() if k != 'model')
-    wall = sum(st.values())
+    wall = sum(serial['stage_s'].values())
+    if one_thread is not None:
+        st = one_thread['stage_s']
+        model_core_s = st['model']
+        other_core_s = sum(v for k, v in st.items() if k not in ('model', 'wait_loader', 'wait_writer'))
+    else:
+        st = serial['stage_s']
+        model_core_s = st['model'] * min(max(1, int(serial['torch_threads'])), cores)
+        other_core_s = sum(v for k, v in st.items() if k != 'model')
     best_wall = (model_core_s + other_core_s) / cores  # every core busy all the time
     return dict(serial_stage_wall_s=wall, model_core_s=model_core_s, other_core_s=other_core_s,
-                best_wall_s=best_wall, max_speedup=wall / best_wall)
+                best_wall_s=best_wall, max_speedup=wall / best_wall,
+                work_from='1-thread run' if one_thread is not None else 'serial run x threads')
 
 
 def part_cam(args, tmp: Path) -> Dict[str, Any]:
@@ -361,10 +367,8 @@ def part_cam(args, tmp: Path) -> Dict[str, Any]:
     out = spawn('cam', spec)
     spi = out['s_per_image']
     out['ratio_batched_vs'] = {m: spi[m] / spi['batched'] for m in spi if m != 'batched' and 'batched' in spi}
+    out['speedup_vs_official'] = {m: spi['official'] / spi[m] for m in spi if m != 'official' and 'official' in spi}
     return out
-
-
-MEMORY_VARIANTS = ('defaults', 'overlapped')  # inline; 1 loading + 1 post-processing worker
 
 
 def part_rss(args, tmp: Path) -> Dict[str, Any]:
@@ -399,6 +403,51 @@ def part_bigphoto(args, tmp: Path) -> Dict[str, Any]:
     return out
 
 
+def child_autocast(spec: Mapping) -> Dict[str, Any]:
+    """Pseudo masks (CRF on, the shipped VOC settings) with ``generator.autocast`` vs fp32 on the same images."""
+    import numpy as np
+    import torch
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    import wsss_mmseg  # noqa: F401
+    from wsss_mmseg.models.generators import CLIPESGenerator
+    from wsss_mmseg.utils.images import load_rgb
+    torch.set_num_threads(spec['threads'])
+    cfg = Config.fromfile(str(REPO / 'configs/clip_es_voc.py'))
+    maker = MODELS.build(cfg.mask_maker)
+    gens = {m: CLIPESGenerator(clip=spec['clip'], device=spec['device'], batch_size=8,
+                               autocast=None if m == 'fp32' else m) for m in ['fp32'] + spec['modes']}
+    prep = gens['fp32'].input_preparer()
+    items = [prep(load_rgb(p), labs) for p, labs in zip(spec['images'], spec['labels'])]
+    out: Dict[str, Any] = dict(images=len(items), device=spec['device'], threads=torch.get_num_threads())
+    results, seconds = {}, {}
+    for m, gen in gens.items():
+        t = time.perf_counter()
+        results[m] = [r for s in range(0, len(items), 8) for r in gen.generate(items[s:s + 8])]
+        seconds[m] = time.perf_counter() - t
+    masks = {m: [maker(r, it['image'])[0] for r, it in zip(rs, items)] for m, rs in results.items()}
+    for m in spec['modes']:
+        same = sum(int((a == b).sum()) for a, b in zip(masks[m], masks['fp32']))
+        total = sum(a.size for a in masks['fp32'])
+        diff = max(float(np.abs(np.asarray(a['cam_refined']) - np.asarray(b['cam_refined'])).max())
+                   for a, b in zip(results[m], results['fp32']))
+        out[m] = dict(mask_pixel_agreement=same / total, max_abs_diff_cam_refined=diff,
+                      generate_s=seconds[m], speed_vs_fp32=seconds['fp32'] / seconds[m])
+    out['fp32_generate_s'] = seconds['fp32']
+    return out
+
+
+def part_autocast(args, tmp: Path) -> Dict[str, Any]:
+    ids, table = voc_ids(args.voc_root), voc_labels(args.voc_root)
+    chosen = ids[:args.autocast_images]
+    import torch
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    modes = ['bf16', 'fp16'] if device == 'cuda' else ['bf16']  # CPU autocast: bf16
+    return spawn('autocast', dict(clip=vitb16_weights(args), threads=args.cam_threads, device=device, modes=modes,
+                                  images=[str(args.voc_root / 'JPEGImages' / f'{i}.jpg') for i in chosen],
+                                  labels=[table[i] for i in chosen]))
+
+
 def part_startup(args, tmp: Path) -> Dict[str, Any]:
     clip = vitb16_weights(args)
     dataset = voc_subset(args.voc_root, 1, tmp / 'startup_data')
@@ -407,80 +456,6 @@ def part_startup(args, tmp: Path) -> Dict[str, Any]:
             for i in range(2)]
     return dict(clip=clip, runs=dict(empty_cache=runs[0], reused_cache=runs[1]),
                 text_features_cached=runs[1]['text_cache_files'] > 0)
-
-
-# ------------------------------------------------------------------ report
-def _mib(x: Optional[float]) -> str:
-    return 'n/a' if x is None else f'{x:.0f} MiB'
-
-
-def _clip_name(clip: Mapping) -> str:
-    return 'tiny CLIP' if clip.get('model_name') is None else f"{clip['model_name']} ({clip.get('pretrained')})"
-
-
-def _stages_line(r: Mapping) -> str:
-    st, ms = r['stage_s'], r['model_split_s']
-    return ('  '.join(f'{k} {st[k]:.2f}' for k in STAGES) + '  | model = '
-            + ' + '.join(f'{k} {ms[k]:.2f}' for k in MODEL_SPLIT))
-
-
-def print_report(res: Mapping) -> None:
-    m = res['machine']
-    print(f"\n== {m['date']}: {m['cores']} cores ({m['cpu']}), torch {m['torch']}, load {m['load_avg']}")
-    if 'job' in res:
-        j = res['job']
-        print(f"\n[job] {j['images']} VOC images, {_clip_name(j['clip'])}, CRF on (best of runs)")
-        for v, r in j['best'].items():
-            print(f"  {v:10s} {r['images_per_s']:.3f} img/s  loop {r['loop_wall_s']:.1f} s  threads "
-                  f"{r['torch_threads']}  load {r['load_avg_start'][0]:.1f}->{r['load_avg_end'][0]:.1f}  "
-                  f"peak PSS {_mib(r['peak_tree_pss_mib'])} ({r['peak_processes']} processes)")
-            print('    seconds: ' + _stages_line(r))
-        for v, ratio in j['ratio_vs_serial'].items():
-            print(f"  ratio {v}/serial: {ratio:.2f}x (target >= 1.5x)")
-        if 'overlap_ceiling' in j:
-            oc = j['overlap_ceiling']
-            print(f"  ceiling on {res['machine']['cores']} cores: serial work = model {oc['model_core_s']:.1f} + other "
-                  f"{oc['other_core_s']:.1f} core-s; with every core busy all the time {oc['best_wall_s']:.1f} s "
-                  f"instead of {oc['serial_stage_wall_s']:.1f} s -> at most {oc['max_speedup']:.2f}x for any "
-                  'overlap/sharding of the same work')
-    if 'cam' in res:
-        c = res['cam']
-        print(f"\n[cam] CAM + CAA, {c['images']} VOC images ({c['tokens_min']}-{c['tokens_max']} patches, "
-              f"{c['labels_mean']:.2f} labels avg), {c['threads']} threads")
-        for mode, s in c['s_per_image'].items():
-            print(f'  {mode:10s} {s:.3f} s/image  {1 / s:.3f} img/s')
-        print('  batched split s/image: ' + ', '.join(f'{k} {v:.3f}' for k, v in c['batched_split_s_per_image'].items()))
-        for mode, ratio in c['ratio_batched_vs'].items():
-            print(f'  speed-up batched vs {mode}: {ratio:.2f}x' + (' (target >= 1.5x)' if mode == 'official' else ''))
-        print('  reference vs batched max |diff| (first image): '
-              + ', '.join(f'{k} {v:.1e}' for k, v in c['reference_max_abs_diff'].items()))
-        rf = c['roofline']
-        print(f"  roofline: trunk {rf['trunk_gflop']:.0f} GFLOP/image ({rf['tokens']} tokens); fp32 GEMM at that shape "
-              f"{rf['gemm_gflops']:.0f} GFLOP/s ({rf['threads']} threads)"
-              + (f"; the trunk ran at {rf['trunk_gflops']:.0f} GFLOP/s = {100 * rf['trunk_fraction_of_gemm']:.0f} % "
-                 'of it' if 'trunk_gflops' in rf else ''))
-    for part, label in (('rss', 'images'), ('bigphoto', 'photo')):
-        if part in res:
-            p = res[part]
-            print(f"\n[{part}] peak memory, {p['clip']}, CRF {'on' if p['crf'] else 'off'}")
-            for v in MEMORY_VARIANTS:
-                print(f'  {v}:')
-                for n, r in p[v]['runs'].items():
-                    print(f"    {label} {n:6s} tree PSS {_mib(r['peak_tree_pss_mib'])}, main RSS "
-                          f"{r['rss_self_mib']:.0f} MiB, largest child RSS {r['rss_children_mib']:.0f} MiB, "
-                          f"{r['images']} done, {r['loop_wall_s']:.1f} s")
-                    if r.get('child_peak_rss_mib'):
-                        print('      children peak RSS (start order): '
-                              + ', '.join(f'{x:.0f}' for x in r['child_peak_rss_mib']) + ' MiB')
-                print('    ratios: ' + ', '.join(f'{k} {x:.3f}' if x else f'{k} n/a'
-                                             for k, x in p[v]['ratios'].items()))
-    if 'startup' in res:
-        s = res['startup']
-        print(f"\n[startup] 1 image, {_clip_name(s['clip'])}, CRF on")
-        for n, r in s['runs'].items():
-            print(f"  {n:13s} first image written after {r['process_s']:.1f} s (imports {r['import_s']:.1f}, "
-                  f"generator build {r.get('generator_build_s', 0):.1f}, first CAM at {r.get('first_image_s', 0):.1f})")
-        print(f"  text features cached on disk: {'yes' if s['text_features_cached'] else 'NO'}")
 
 
 def main(argv=None) -> int:
@@ -496,6 +471,7 @@ def main(argv=None) -> int:
     p.add_argument('--cam-modes', default='batched,per_image,official',
                    help='cam part modes: batched, per_image, official, naive')
     p.add_argument('--cam-threads', type=int, default=2, help='torch threads of every cam mode')
+    p.add_argument('--autocast-images', type=int, default=12, help='images of the autocast part')
     p.add_argument('--repeat', type=int, default=2, help='alternating runs of the cam modes (best kept)')
     p.add_argument('--rss-images', type=int, nargs=2, default=(60, 600), metavar=('N', 'M'))
     p.add_argument('--rss-crf', action='store_true', help='rss part with the CRF (600 images: ~7 min more)')

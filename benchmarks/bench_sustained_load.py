@@ -52,10 +52,9 @@ def rss_mib() -> float:
 
 def _register_sampler() -> None:
     from mmseg.registry import MODELS
-
-    @MODELS.register_module(name='BenchSamplingGenerator', force=True)
     from wsss_mmseg.generators import PseudoLabelGenerator
 
+    @MODELS.register_module(name='BenchSamplingGenerator', force=True)
     class SamplingGenerator(PseudoLabelGenerator):
         """Wraps a generator; records (images, seconds, RSS) every ``every`` images."""
 

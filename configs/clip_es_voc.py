@@ -38,7 +38,7 @@ generator = dict(
     max_side=1024,               # bounded memory: maps, CRF and confidence of larger photos are made at
                                  # a working size with this longer side, only the final mask and
                                  # confidence are upsampled (VOC/COCO images never hit it)
-    batch_size=8,                # images per forward pass (bucketed by token count)
+    batch_size=None,             # images per forward pass (None: 8 on CUDA, 1 on the CPU; bucketed by token count)
     max_tokens_per_batch=16384,  # token budget of one pass (bounds GPU memory for mixed sizes)
     autocast=None,               # 'fp16'/'bf16' on GPUs: mixed-precision trunk (see README)
     device='auto')

@@ -46,7 +46,7 @@ def test_smallest_configuration_runs_and_reports_consistent_figures(tmp_path, ca
     voc = _synthetic_voc(tmp_path / 'voc')
     out = tmp_path / 'bench.json'
     t = time.perf_counter()
-    assert bench.main(['--parts', 'job,cam,rss,bigphoto,startup', '--generator', 'tiny', '--in-process',
+    assert bench.main(['--parts', 'job,cam,rss,bigphoto,startup,autocast', '--autocast-images', '2', '--generator', 'tiny', '--in-process',
                        '--job-variants', 'serial,defaults',
                        '--images', '2', '--cam-images', '2', '--repeat', '1', '--rss-images', '1', '2',
                        '--big-size', '96', '128', '--voc-root', str(voc), '--cache-dir', str(tmp_path / 'w'),
@@ -75,6 +75,8 @@ def test_smallest_configuration_runs_and_reports_consistent_figures(tmp_path, ca
     assert set(cam['batched_split_s_per_image']) == set(bench.MODEL_SPLIT)
     assert cam['ratio_batched_vs']['official'] == pytest.approx(cam['s_per_image']['official']
                                                                 / cam['s_per_image']['batched'])
+    assert cam['speedup_vs_official']['per_image'] == pytest.approx(cam['s_per_image']['official']
+                                                                    / cam['s_per_image']['per_image'])
     assert cam['reference_max_abs_diff']['cam'] <= 1e-5
     assert cam['roofline']['trunk_gflop'] > 0 and cam['roofline']['gemm_gflops'] > 0
     for v in bench.MEMORY_VARIANTS:
@@ -87,6 +89,9 @@ def test_smallest_configuration_runs_and_reports_consistent_figures(tmp_path, ca
     # the text features of the first start-up are on disk for the second (weights_id is passed)
     assert res['startup']['runs']['empty_cache']['text_cache_files'] >= 1
     assert 'text features cached on disk' in printed
+    auto = res['autocast']
+    assert auto['images'] == 2 and 0.0 <= auto['bf16']['mask_pixel_agreement'] <= 1.0
+    assert 'pseudo-mask pixel agreement' in printed
 
 
 def test_official_structure_matches_the_generator(tmp_path):
@@ -118,6 +123,11 @@ def test_overlap_ceiling_by_hand():
     got = bench.overlap_ceiling(dict(stage_s=stage, torch_threads=2), cores=2)
     assert got['best_wall_s'] == pytest.approx(13.5)
     assert got['max_speedup'] == pytest.approx(17.0 / 13.5)
+    # from a 1-thread run: model 16 s + CRF 6 s + decode 1 s = 23 core-s (waits are not work) -> 11.5 s
+    one = dict.fromkeys(bench.STAGES, 0.0)
+    one.update(model=16.0, mask_crf=6.0, decode=1.0, wait_writer=3.0)
+    got = bench.overlap_ceiling(dict(stage_s=stage, torch_threads=2), cores=2, one_thread=dict(stage_s=one))
+    assert got['best_wall_s'] == pytest.approx(11.5) and got['max_speedup'] == pytest.approx(17.0 / 11.5)
 
 
 def test_forward_batch_timings_are_recorded_and_change_nothing(tmp_path):
