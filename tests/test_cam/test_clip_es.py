@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from wsss_mmseg.cam.clip_es import (CLIP_MEAN, CLIP_STD, CLIPESCAM, clip_es_input_size, clip_es_preprocess,
-                                    resize_maps, unique_labels)
+                                    resize_maps)
 from wsss_mmseg.cam.softmax_gradcam import clip_softmax, patch_mean_embedding
 
 
@@ -69,15 +69,18 @@ def test_torchvision_reference_if_available():
     torch.testing.assert_close(clip_es_preprocess(img), ref, rtol=0, atol=1e-6)
 
 
-def test_unique_labels():
-    assert unique_labels([3, 1, 3, 0], num_classes=5) == [3, 1, 0]
-    assert unique_labels(np.array([2, 2]), num_classes=5) == [2]
-    with pytest.raises(ValueError, match='at least one'):
-        unique_labels([], num_classes=5)
-    with pytest.raises(ValueError, match='out of range'):
-        unique_labels([5], num_classes=5)
-    with pytest.raises(ValueError):
-        unique_labels([1.5], num_classes=5)
+def test_forward_deduplicates_labels_in_first_occurrence_order(tiny, texts):
+    """Duplicated labels (as the official XML parsing) give the maps of the unique labels."""
+    fg, bg = texts
+    g = CLIPESCAM(tiny.visual, fg, bg, logit_scale=100.0, caa=False)
+    img = _image()
+    x = g.preprocess(img)
+    dup = g(x, [3, 1, 3, 0], img.shape[:2])
+    uniq = g(x, [3, 1, 0], img.shape[:2])
+    assert dup['keys'].tolist() == [3, 1, 0] and dup['keys'].dtype == np.int64
+    np.testing.assert_array_equal(dup['cam'], uniq['cam'])
+    (batch,) = g.forward_batch([x], [np.array([1, 1])], [img.shape[:2]])
+    assert batch['keys'].tolist() == [1]
 
 
 def test_resize_maps_is_cv2_linear():

@@ -47,6 +47,42 @@ def test_generator_generate(generator):
         generator.generate_image(img.astype(np.float32), [1])
 
 
+#: bad label lists of a 20-class generator and the one message each must give, written out by hand
+BAD_LABELS = [
+    ([], 'an image needs at least one image-level label (got none)'),
+    ([3, 20], 'label id 20 out of range for 20 classes'),
+    ([-1], 'label id -1 out of range for 20 classes'),
+    ([1.5], 'label ids must be integers, got 1.5'),
+    ([True], 'label ids must be integers, got True'),
+]
+
+
+@pytest.mark.parametrize('labels, message', BAD_LABELS)
+def test_same_bad_labels_same_message_on_every_entry_point(generator, labels, message):
+    """The generator contract (preparer, ``prepare``, ``generate_image``) and the direct entry points of
+    the CLIP-ES pipeline class (``CLIPESCAM.forward`` / ``forward_batch``) reject the same labels with
+    the same message (one check, ``validate_labels``)."""
+    img = _image()
+    hw = img.shape[:2]
+    cam = generator.cam
+    x = cam.preprocess(img)
+    entry_points = {
+        'input_preparer': lambda: generator.input_preparer()(img, labels),
+        'prepare': lambda: generator.prepare(img, labels),
+        'generate_image': lambda: generator.generate_image(img, labels),
+        'CLIPESCAM.forward': lambda: cam(x, labels, hw),
+        'CLIPESCAM.forward_batch': lambda: cam.forward_batch([x], [labels], [hw]),
+        'CLIPESCAM.forward_batch, 2nd image': lambda: cam.forward_batch([x, x], [[1], labels], [hw, hw]),
+    }
+    for name, call in entry_points.items():
+        try:
+            call()
+        except ValueError as exc:
+            assert str(exc) == message, f'{name}: {exc}'
+        else:
+            pytest.fail(f'{name} accepted the labels {labels!r}')
+
+
 def test_generator_config_errors(weights):
     with pytest.raises(ValueError, match='device'):
         CLIPESGenerator(clip=dict(model_name=None, pretrained=weights, device='cpu'))

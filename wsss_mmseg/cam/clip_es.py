@@ -30,8 +30,10 @@ corrected option (``fidelity=False``) changes:
 Not reproduced: the official GPU run is float16 end to end (spec §11.2); this
 pipeline runs in the model's dtype (float32 on CPU; wrap it in ``torch.autocast``
 for mixed precision) and always does the CAM normalisation and CAA in float32.
-Labels are de-duplicated in order (as the official XML parsing); ``K = 0`` is a
-``ValueError`` (the official worker silently stopped, spec §11.7).
+Labels are de-duplicated in order (as the official XML parsing) by
+:func:`wsss_mmseg.generators.base.validate_labels`, the same check (and messages) as the
+generator contract's input preparer; ``K = 0`` is a ``ValueError`` (the official worker
+silently stopped, spec §11.7).
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..clip.vit import CLIPViT, block_forward
+from ..generators.base import validate_labels
 from ..postprocess.caa import average_attention, caa_propagate_power, class_box_masks, sinkhorn, symmetrize
 from .softmax_gradcam import (clip_softmax, gradcam_maps, gradcam_weights, minmax_normalize, normalize_gradcam,
                               patch_mean_embedding, softmax_gradcam)
@@ -56,7 +59,6 @@ __all__ = [
     'clip_es_input_size',
     'clip_es_preprocess',
     'resize_maps',
-    'unique_labels',
     'CLIPESCAM',
 ]
 
@@ -139,30 +141,6 @@ def resize_maps(maps: Union[Tensor, np.ndarray], size_hw: Tuple[int, int]) -> np
     out = np.empty((m.shape[0], h0, w0), np.float32)
     for i, mp in enumerate(m):
         out[i] = cv2.resize(mp, (w0, h0), interpolation=cv2.INTER_LINEAR)
-    return out
-
-
-def unique_labels(label_ids: Sequence[int], *, num_classes: int) -> List[int]:
-    """De-duplicate labels keeping their first-occurrence order; validate the range.
-
-    Args:
-        label_ids: dataset class indices present in the image.
-        num_classes: number of foreground classes ``C``.
-
-    Returns:
-        The ordered unique labels (``K >= 1``).
-    """
-    out: List[int] = []
-    for lab in label_ids:
-        if isinstance(lab, bool) or int(lab) != lab:
-            raise ValueError(f'label ids must be integers, got {lab!r}')
-        lab = int(lab)
-        if not 0 <= lab < num_classes:
-            raise ValueError(f'label id {lab} out of range for {num_classes} classes')
-        if lab not in out:
-            out.append(lab)
-    if not out:
-        raise ValueError('CLIP-ES needs at least one image-level label (got none)')
     return out
 
 
@@ -255,7 +233,8 @@ class CLIPESCAM(nn.Module):
 
         Args:
             img_tensor: ``(1, 3, H, W)`` preprocessed image (:meth:`preprocess`).
-            label_ids: class indices present in the image (de-duplicated in order, ``K >= 1``).
+            label_ids: class indices present in the image (de-duplicated in order, ``K >= 1``;
+                checked by :func:`~wsss_mmseg.generators.base.validate_labels`).
             orig_hw: ``(H0, W0)`` size of the outputs.
             intermediates: also return the patch-level intermediates.
 
@@ -268,7 +247,7 @@ class CLIPESCAM(nn.Module):
             ``aff_mask`` ``(K, h, w)``, ``refined_raw``/``refined_patch`` ``(K, h, w)``
             (numpy arrays).
         """
-        keys = unique_labels(label_ids, num_classes=self.num_classes)
+        keys = validate_labels(label_ids, self.num_classes)
         if img_tensor.dim() != 4 or img_tensor.shape[0] != 1 or img_tensor.shape[1] != 3:
             raise ValueError(f'img_tensor must be (1, 3, H, W), got {tuple(img_tensor.shape)}')
         h0, w0 = int(orig_hw[0]), int(orig_hw[1])
@@ -329,7 +308,8 @@ class CLIPESCAM(nn.Module):
 
         Args:
             img_tensors: ``B`` preprocessed images, each ``(1, 3, H_i, W_i)``.
-            label_lists: ``B`` label lists (de-duplicated in order, ``K_i >= 1``).
+            label_lists: ``B`` label lists (each de-duplicated in order, ``K_i >= 1``, and checked by
+                :func:`~wsss_mmseg.generators.base.validate_labels`, as :meth:`forward`).
             out_hws: ``B`` output sizes ``(h_i, w_i)`` of the maps.
 
         Returns:
@@ -339,7 +319,7 @@ class CLIPESCAM(nn.Module):
         if not n_img or len(label_lists) != n_img or len(out_hws) != n_img:
             raise ValueError(f'forward_batch needs B >= 1 images with one label list and one output size '
                              f'each; got {n_img} images, {len(label_lists)} label lists, {len(out_hws)} sizes')
-        keys_list = [unique_labels(labels, num_classes=self.num_classes) for labels in label_lists]
+        keys_list = [validate_labels(labels, self.num_classes) for labels in label_lists]
         vit = self.vit
         dev = self.device
         t_start = time.perf_counter()

@@ -6,7 +6,8 @@ only through it:
 
 1. ``prepare = generator.input_preparer()`` -- a small picklable callable run in the
    data-loading workers: ``prepare(img, label_ids) -> item`` validates the labels
-   (:func:`validate_labels`, the one place that does it), and returns the item dict
+   (:func:`validate_labels`, the one label check of the package; the CLIP-ES pipeline class
+   :class:`wsss_mmseg.cam.CLIPESCAM` calls it too, for its direct callers), and returns the item dict
    with at least
 
    * ``image``     ``(h, w, 3)`` uint8 RGB at the **working size** (see below),
@@ -194,7 +195,8 @@ class PseudoLabelGenerator:
 
         Args:
             img_rgb_uint8: ``(h, w, 3)`` uint8 RGB image.
-            label_ids: Validated, unique labels.
+            label_ids: Labels already validated and de-duplicated by :meth:`input_preparer`
+                (implementations do not check them again).
 
         Returns:
             ``dict(keys, cam, cam_refined)`` at ``(h, w)``.

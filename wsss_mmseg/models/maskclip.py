@@ -30,7 +30,7 @@ from mmseg.registry import MODELS
 from PIL import Image
 from torch import Tensor
 
-from ..cam.clip_es import CLIP_MEAN, CLIP_STD, clip_es_input_size, resize_maps, unique_labels
+from ..cam.clip_es import CLIP_MEAN, CLIP_STD, clip_es_input_size, resize_maps
 from ..cam.maskclip import cosine_logits, dense_features, merge_background
 from ..clip import CLIPResNet, CLIPViT, build_clip, get_tokenizer
 from ..text import class_embeddings, class_names as table_class_names, resolve_background
@@ -504,7 +504,8 @@ class MaskCLIPGenerator(PseudoLabelGenerator):
 
         Args:
             img_rgb_uint8: ``(H0, W0, 3)`` uint8 RGB image.
-            label_ids: Class indices (into :attr:`class_names`) present in the image, ``K >= 1``.
+            label_ids: Class indices (into :attr:`class_names`), ``K >= 1``, already validated and
+                de-duplicated by the input preparer (:meth:`generate_image`, the pseudo-label job).
 
         Returns:
             dict with ``keys`` int64 ``(K,)``, ``cam`` float32 ``(K, H0, W0)`` in ``[0, 1]`` and
@@ -513,7 +514,7 @@ class MaskCLIPGenerator(PseudoLabelGenerator):
         img = np.asarray(img_rgb_uint8)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f'expected an (H, W, 3) uint8 RGB image, got shape {img.shape} dtype {img.dtype}')
-        keys = unique_labels(label_ids, num_classes=len(self._class_names))
+        keys = [int(c) for c in label_ids]
         k = len(keys)
         x = self.preprocess(img).to(self.device)
         opts = dict(self.options)

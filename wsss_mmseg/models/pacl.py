@@ -414,17 +414,13 @@ class PACLGenerator(PseudoLabelGenerator):
 
         Args:
             img_rgb_uint8: ``(H0, W0, 3)`` uint8 RGB image.
-            label_ids: Class indices (into :attr:`class_names`), ``K >= 1``.
+            label_ids: Class indices (into :attr:`class_names`), ``K >= 1``, already validated and
+                de-duplicated by the input preparer (:meth:`generate_image`, the pseudo-label job).
 
         Returns:
             ``keys`` int64 ``(K,)``, ``cam`` float32 ``(K, H0, W0)`` in ``[0, 1]``, ``cam_refined`` None.
         """
         keys = np.asarray(list(label_ids), dtype=np.int64)
-        n = len(self.head.class_names)
-        if keys.size == 0:
-            raise ValueError('label_ids is empty: an image needs at least one label')
-        if keys.min() < 0 or keys.max() >= n:
-            raise ValueError(f'label ids {keys.tolist()} out of range for {n} classes')
         cos = self.class_maps(img_rgb_uint8)
         off = 1 if self.head.with_bg_class else 0
         sel = cos[torch.as_tensor(keys + off, device=cos.device)]

@@ -87,7 +87,8 @@ class SegmenterGenerator(PseudoLabelGenerator):
 
         Args:
             img_rgb_uint8: ``(H0, W0, 3)`` uint8 RGB image.
-            label_ids: Class indices present in the image.
+            label_ids: Class indices present in the image (``K >= 1``), already validated and
+                de-duplicated by the input preparer (:meth:`generate_image`, the pseudo-label job).
 
         Returns:
             ``dict(keys, cam (K, H0, W0) float32, cam_refined=None)``.
@@ -97,9 +98,6 @@ class SegmenterGenerator(PseudoLabelGenerator):
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f'expected an (H, W, 3) uint8 RGB image, got {img.shape} {img.dtype}')
         labels = [int(c) for c in label_ids]
-        if not labels or any(not 0 <= c < len(self._class_names) for c in labels):
-            raise ValueError(f'label ids {labels} empty or out of range for '
-                             f'{len(self._class_names)} classes')
         h0, w0 = img.shape[:2]
         x = _model_input(self.model, img, self.device)[None]
         if self.max_side is not None and max(h0, w0) > self.max_side:
