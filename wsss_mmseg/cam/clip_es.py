@@ -295,16 +295,18 @@ class CLIPESCAM(nn.Module):
                       out_hws: Sequence[Tuple[int, int]]) -> List[Dict[str, Any]]:
         """CAMs of several images (any sizes) in one pass; equal to :meth:`forward` per image.
 
-        Blocks ``1..L-1`` and the last block run once for the whole batch. Images with
+        Blocks ``1..L-1`` run once for the whole batch. Images with
         different token counts are zero-padded to the longest one and the padding is
         masked out of every attention (:func:`wsss_mmseg.clip.vit.multihead_attention`);
         every other operation is per token, and the image embedding averages the valid
         patch tokens only, so an image's result does not depend on its batch mates (up to
-        float rounding of batched kernels). The label gradients are taken in
-        ``max_i K_i`` rounds: round ``r`` back-propagates the sum over images of each
+        float rounding of batched kernels). The images are then grouped by label count
+        ``K``; per group, the last block runs once and the label gradients are taken in
+        ``K`` rounds: round ``r`` back-propagates the sum over the group's images of each
         image's ``r``-th label probability, which yields every image's own gradient at once
-        because images do not interact. All rounds go through one vmapped backward on CUDA
-        (``batched_grad``), one backward per round on the CPU.
+        because images do not interact (so the backward work is ``sum_i K_i`` image passes,
+        as one image at a time, not ``B max_i K_i``). A group's rounds go through one
+        vmapped backward on CUDA (``batched_grad``), one backward per round on the CPU.
 
         Args:
             img_tensors: ``B`` preprocessed images, each ``(1, 3, H_i, W_i)``.
@@ -355,52 +357,58 @@ class CLIPESCAM(nn.Module):
             ln1 = last.ln_1(pre_last)
         t_trunk = time.perf_counter()
         texts = [torch.cat([self.fg_text[k], self.bg_text]).to(dev) for k in keys_list]
-        store: Dict[str, Tensor] = {}
         ln_post, proj = vit.visual.ln_post, vit.visual.proj
-
-        def probs_fn(a: Tensor) -> List[Tensor]:
-            out, extras = block_forward(last, pre_last, ln1_out=a, need_attn=self.caa, key_padding_mask=pad)
-            if self.caa and 'attn' not in store:
-                store['attn'] = extras['attn'].detach()
-            normed = ln_post(out)
-            probs = []
-            for i in range(n_img):
-                emb = normed[i:i + 1, 1:lengths[i], :].mean(dim=1)
-                if proj is not None:
-                    emb = emb @ proj.to(emb.dtype)
-                probs.append(clip_softmax(emb, texts[i], logit_scale=self.logit_scale)[0])
-            return probs
-
-        k_max = max(len(k) for k in keys_list)
-        leaf = ln1.detach().clone().requires_grad_(True)
         batched = self.batched_grad if self.batched_grad is not None else dev.type == 'cuda'
-        with torch.enable_grad():
-            probs = probs_fn(leaf)
-            rounds = torch.stack([sum(p[r] for i, p in enumerate(probs) if r < len(keys_list[i]))
-                                  for r in range(k_max)])
-            if k_max == 1:
-                (g,) = torch.autograd.grad(rounds[0], leaf)
-                grads = g[None]
-            elif batched:
-                eye = torch.eye(k_max, dtype=rounds.dtype, device=rounds.device)
-                (grads,) = torch.autograd.grad(rounds, leaf, grad_outputs=eye, is_grads_batched=True)
-            else:
-                grads = torch.stack([torch.autograd.grad(rounds[r], leaf, retain_graph=r + 1 < k_max)[0]
-                                     for r in range(k_max)])
-        del rounds, probs
+        # Images are grouped by label count K, so each group takes exactly K backward rounds
+        # (one batch of rounds would cost max K for every image); images do not interact, so
+        # a group's forward of the last block gives each image its own result.
+        grads: List[Optional[Tensor]] = [None] * n_img  # (K_i, T, D) per image
+        last_attn: List[Optional[Tensor]] = [None] * n_img
+        by_k: Dict[int, List[int]] = {}
+        for i, keys in enumerate(keys_list):
+            by_k.setdefault(len(keys), []).append(i)
+        for k, idx in sorted(by_k.items()):
+            sel = torch.tensor(idx, device=dev)
+            sub_pad = pad[sel] if pad is not None else None
+            leaf = ln1[sel].detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                out, extras = block_forward(last, pre_last[sel], ln1_out=leaf, need_attn=self.caa,
+                                            key_padding_mask=sub_pad)
+                normed = ln_post(out)
+                probs = []
+                for j, i in enumerate(idx):
+                    emb = normed[j:j + 1, 1:lengths[i], :].mean(dim=1)
+                    if proj is not None:
+                        emb = emb @ proj.to(emb.dtype)
+                    probs.append(clip_softmax(emb, texts[i], logit_scale=self.logit_scale)[0])
+                rounds = torch.stack([sum(p[r] for p in probs) for r in range(k)])
+                if k == 1:
+                    (g,) = torch.autograd.grad(rounds[0], leaf)
+                    g = g[None]
+                elif batched:
+                    eye = torch.eye(k, dtype=rounds.dtype, device=rounds.device)
+                    (g,) = torch.autograd.grad(rounds, leaf, grad_outputs=eye, is_grads_batched=True)
+                else:
+                    g = torch.stack([torch.autograd.grad(rounds[r], leaf, retain_graph=r + 1 < k)[0]
+                                     for r in range(k)])
+            for j, i in enumerate(idx):
+                grads[i] = g[:, j]
+                if self.caa:
+                    last_attn[i] = extras['attn'][j:j + 1].detach()
+            del rounds, probs, out, extras, normed, g
         t_grad = time.perf_counter()
         t_caa = 0.0
         act = ln1.detach()
         results: List[Dict[str, Any]] = []
         for i in range(n_img):
             k_i, t_i = len(keys_list[i]), lengths[i]
-            weights = gradcam_weights(grads[:k_i, i, :t_i])
+            weights = gradcam_weights(grads[i][:k_i, :t_i])
             cam_patch = normalize_gradcam(gradcam_maps(act[i:i + 1, :t_i], weights, grids[i]))
             out: Dict[str, Any] = dict(keys=np.asarray(keys_list[i], dtype=np.int64),
                                        cam=resize_maps(cam_patch, out_hws[i]))
             if self.caa:
                 t_caa_i = time.perf_counter()
-                maps = [a[i:i + 1, :t_i, :t_i] for a in attn] + [store['attn'][i:i + 1, :t_i, :t_i]]
+                maps = [a[i:i + 1, :t_i, :t_i] for a in attn] + [last_attn[i][:, :t_i, :t_i]]
                 attn_avg = average_attention(maps, last_n=self.attn_layers)
                 masks, _ = class_box_masks(cam_patch, threshold=self.box_threshold, fidelity=self.fidelity)
                 sym = symmetrize(sinkhorn(attn_avg, rounds=self.sinkhorn_rounds))
