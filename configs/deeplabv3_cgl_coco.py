@@ -12,6 +12,7 @@ _base_ = [
     './_base_/datasets/coco14_pseudo.py',  # inherits ./clip_es_coco.py (pseudo-label generator)
     './_base_/default_runtime.py',
     './_base_/schedules/schedule_20k.py',
+    './_base_/pseudo_label_hooks.py',  # PseudoLabelHook + NaNLossGuardHook
 ]
 work_dir = 'work_dirs/deeplabv3_cgl_coco'
 
@@ -32,8 +33,4 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters, by_epoch=False)
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=20000)
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=10000))
-
-custom_hooks = [dict(type='PseudoLabelHook', mode='auto', allow_failures=False, report=True),
-                dict(type='NaNLossGuardHook')]  # stop on a non-finite loss before a checkpoint
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+default_hooks = dict(checkpoint=dict(interval=10000))

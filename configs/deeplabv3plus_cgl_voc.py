@@ -9,6 +9,7 @@ _base_ = [
     './_base_/datasets/voc12aug_pseudo.py',  # inherits ./clip_es_voc.py (pseudo-label generator)
     './_base_/default_runtime.py',
     './_base_/schedules/schedule_20k.py',
+    './_base_/pseudo_label_hooks.py',  # PseudoLabelHook + NaNLossGuardHook
 ]
 work_dir = 'work_dirs/deeplabv3plus_cgl_voc'
 
@@ -23,7 +24,3 @@ model = dict(
     auxiliary_head=dict(
         num_classes=21,
         loss_decode=dict(_delete_=True, type='CGLLoss', mu=0.95, loss_weight=0.4)))
-
-custom_hooks = [dict(type='PseudoLabelHook', mode='auto', allow_failures=False, report=True),
-                dict(type='NaNLossGuardHook')]  # stop on a non-finite loss before a checkpoint
-auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -36,12 +36,6 @@ train_pipeline = [
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs'),
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
 train_dataloader = dict(dataset=dict(
     _delete_=True, type='COCOStuffDataset', data_root=data_root,
     data_prefix=dict(img_path='images/train2017', seg_map_path='annotations/train2017'),
@@ -49,8 +43,8 @@ train_dataloader = dict(dataset=dict(
 val_dataloader = dict(dataset=dict(
     _delete_=True, type='COCOStuffDataset', data_root=data_root,
     data_prefix=dict(img_path='images/val2017', seg_map_path='annotations/val2017'),
-    pipeline=test_pipeline))
+    pipeline={{_base_.test_pipeline}}))  # noqa: F821  (short side 512, as the VOC base)
 test_dataloader = val_dataloader
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=80000, by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=80000, val_interval=8000)
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=8000))
+default_hooks = dict(checkpoint=dict(interval=8000))

@@ -24,6 +24,7 @@
 # iteration 2000 (official: at 2000, a one-iteration difference). train_aug list name as in
 # configs/clip_es_voc.py.
 _base_ = [
+    './_base_/datasets/maskclip_voc20.py',  # VOC-20 val (data_root, voc20_classes, test_pipeline)
     './_base_/default_runtime.py',
     './_base_/schedules/schedule_20k.py',
 ]
@@ -34,12 +35,10 @@ custom_imports = dict(imports=['wsss_mmseg', 'wsss_mmseg.models.maskclip', 'wsss
 default_scope = 'mmseg'
 work_dir = 'work_dirs/maskclip_plus_deeplabv2_r101_voc'
 
-# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
-# moves every dataset path of this config (mmengine substitutes it when reading the file).
-data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
-voc20_classes = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
-                 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
-                 'tvmonitor')  # 20 names as metainfo: background (0) -> 255, class c+1 -> c (VOC-20)
+# The dataset root (WSSS_VOC_ROOT=/path/to/it in the environment moves it) and the 20 names as
+# metainfo (background (0) -> 255, class c+1 -> c: VOC-20) come from the dataset base.
+data_root = {{_base_.data_root}}  # noqa: F821  (mmengine base variable)
+voc20_classes = {{_base_.voc20_classes}}  # noqa: F821
 crop_size = (512, 512)
 unseen = [15, 16, 17, 18, 19]  # pottedplant, sheep, sofa, train, tvmonitor (VOC-20 ids)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
@@ -90,27 +89,8 @@ train_dataloader = dict(
         data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
         ann_file='ImageSets/Segmentation/train_aug.txt',
         pipeline=train_pipeline))
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type='PascalVOCDataset',
-        data_root=data_root,
-        metainfo=dict(classes=voc20_classes),
-        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
-        ann_file='ImageSets/Segmentation/val.txt',
-        pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_evaluator = val_evaluator
+val_dataloader = {{_base_.test_dataloader}}  # noqa: F821  (VOC-20 val, short side 512)
+val_evaluator = {{_base_.test_evaluator}}  # noqa: F821
 custom_hooks = [dict(type='MaskCLIPPlusPhaseHook', switch_ratio=0.1),  # the "first 1/10" rule (§2.3)
                 dict(type='NaNLossGuardHook')]
 auto_scale_lr = dict(enable=False, base_batch_size=16)

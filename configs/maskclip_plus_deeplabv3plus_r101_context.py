@@ -52,8 +52,8 @@ val_dataloader = dict(dataset=dict(
     data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassContext'),
     ann_file='ImageSets/SegmentationContext/val.txt', pipeline=test_pipeline))
 test_dataloader = val_dataloader
-optimizer = dict(type='SGD', lr=0.004, momentum=0.9, weight_decay=0.0001)
-optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer, clip_grad=None)
+optimizer = dict(lr=0.004, weight_decay=0.0001)  # SGD, momentum 0.9 of schedule_20k.py
+optim_wrapper = dict(optimizer=optimizer)
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=40000, by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=40000, val_interval=4000)
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4000))
+default_hooks = dict(checkpoint=dict(interval=4000))

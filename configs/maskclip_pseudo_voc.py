@@ -9,24 +9,14 @@
 # the 25 CLIP-ES background words; cam_k = P_k / max P_k (each present class reaches 1, as a CAM);
 # cam_refined = key smoothing (token-cosine keys) of the same logits, normalised the same way.
 # Surgery variants: generator.mode=clearclip|sclip|naclip (spec §5.6).
+# Dataset (VOC train_aug, root: WSSS_VOC_ROOT=/path/to/it in the environment) and mask maker
+# (dense CRF, confidence = max posterior) are those of clip_es_voc.py.
+_base_ = ['./clip_es_voc.py']
 custom_imports = dict(imports=['wsss_mmseg', 'wsss_mmseg.models.maskclip'], allow_failed_imports=False)
-default_scope = 'mmseg'
 work_dir = 'work_dirs/maskclip_pseudo_voc'
 
-# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
-# moves every dataset path of this config (mmengine substitutes it when reading the file).
-data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
-
-pseudo_dataset = dict(
-    type='VOCImageLabels',
-    data_root=data_root,
-    split='ImageSets/Segmentation/train_aug.txt',
-    img_dir='JPEGImages',
-    labels=None,  # cls_labels.npy / JSON / text file, or None = from the GT masks
-    gt_dir='SegmentationClassAug',  # only for evaluating the pseudo masks (None: skip)
-    class_table='voc20')
-
 generator = dict(
+    _delete_=True,
     type='MaskCLIPGenerator',
     clip=dict(model_name='ViT-B-16', pretrained='openai'),
     class_table='voc20',          # label ids index this table
@@ -43,11 +33,4 @@ generator = dict(
     max_side=1024,
     device='auto')
 
-mask_maker = dict(
-    type='PseudoMaskMaker',
-    bg_power=1,
-    crf=dict(type='DenseCRF', iters=10, pos_xy_std=1, pos_w=3, bi_xy_std=67, bi_rgb_std=3,
-             bi_w=4, fidelity=True),
-    ignore_below=None)
-
-pseudo_job = dict(save_cams=False, evaluate=True, eval_conf_thresholds=[0.95], log_interval=50)
+pseudo_job = dict(_delete_=True, save_cams=False, evaluate=True, eval_conf_thresholds=[0.95], log_interval=50)

@@ -15,6 +15,8 @@
 #   train_dataloader.dataset.seg_map_dir=<work_dir>/pseudo/masks, add
 #   dict(type='LoadAnnotations') after LoadImageFromFile in train_pipeline and
 #   dict(type='PACLDensePriorLoss', temperature=0.01, loss_weight=0.1) to model.decode_head.loss_decode.
+# Runtime (env, logs, visualiser, DDP wrapper) and the loops/hooks of the training schedules.
+_base_ = ['./_base_/seg_runtime.py', './_base_/schedules/default_hooks.py']
 custom_imports = dict(imports=['wsss_mmseg', 'wsss_mmseg.models.pacl', 'wsss_mmseg.datasets.pacl_data'],
                       allow_failed_imports=False)
 default_scope = 'mmseg'
@@ -102,21 +104,6 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=False, begin=100, end=2000),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=2000, val_interval=500)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=500),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='nccl'))
-model_wrapper_cfg = dict(type='CPUCompatibleDDP')
-vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
-log_processor = dict(by_epoch=False)
-log_level = 'INFO'
-load_from = None
-resume = False
+default_hooks = dict(checkpoint=dict(interval=500))
+env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0)

@@ -13,6 +13,7 @@ _base_ = [
     './_base_/datasets/voc12aug_pseudo.py',  # inherits ./clip_es_voc.py (pseudo-label generator)
     './_base_/default_runtime.py',
     './_base_/schedules/schedule_20k.py',
+    './_base_/pseudo_label_hooks.py',  # PseudoLabelHook + NaNLossGuardHook
 ]
 work_dir = 'work_dirs/segformer_b2_cgl_voc'
 
@@ -45,6 +46,3 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=20000, by_epoch=False),
 ]
-custom_hooks = [dict(type='PseudoLabelHook', mode='auto', allow_failures=False, report=True),
-                dict(type='NaNLossGuardHook')]  # stop on a non-finite loss before a checkpoint
-auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -20,18 +20,11 @@ model = dict(
     type='AEPSLSegmentor',
     cls_head=dict(type='MultiLabelClsHead', in_channels=2048, num_classes=20),
     cls_loss_weight=1.0,
-    data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
-                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0,
-                           seg_pad_val=255, size=(321, 321)),
-    pretrained='open-mmlab://resnet50_v1c',
-    backbone=dict(type='ResNetV1c', depth=50, num_stages=4, out_indices=(3,),
-                  dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1),
-                  norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False,
-                  style='pytorch', contract_dilation=True),
-    decode_head=dict(type='ASPPHead', in_channels=2048, in_index=0, channels=512,
-                     dilations=(1, 12, 24, 36), dropout_ratio=0.1, num_classes=21,
-                     norm_cfg=dict(type='BN', requires_grad=True), align_corners=False,
-                     loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),  # unused
+    # the segmenter of sec_r50_voc.py: ResNet-50-D8 + ASPP head, 321x321 crops
+    data_preprocessor={{_base_.model.data_preprocessor}},  # noqa: F821  (mmengine base variable)
+    pretrained={{_base_.model.pretrained}},  # noqa: F821
+    backbone={{_base_.model.backbone}},  # noqa: F821
+    decode_head={{_base_.model.decode_head}},  # noqa: F821  (its loss is unused)
     train_cfg=dict(), test_cfg=dict(mode='whole'))
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -12,7 +12,8 @@
 #               the base generator's maps, refined by the random walk (beta 10, 2^8 steps,
 #               background 0.25: IRN's values; the spec gives none), then the dense CRF.
 # No validation loop: the AffinityNet is judged by the pseudo labels (eval.json of step 3).
-_base_ = ['./_base_/cls_runtime.py', './_base_/pseudo_voc12.py']
+_base_ = ['./_base_/cls_runtime.py', './_base_/pseudo_voc12.py', './_base_/voc12_trainaug.py',
+          '../_base_/schedules/default_hooks.py']
 custom_imports = dict(
     imports=['wsss_mmseg', 'wsss_mmseg.models.classic', 'wsss_mmseg.models.affinity_net',
              'wsss_mmseg.models.random_walk', 'wsss_mmseg.datasets.classic_transforms',
@@ -21,9 +22,6 @@ custom_imports = dict(
 work_dir = 'work_dirs/affinitynet_r50_voc'
 cam_dir = 'work_dirs/cam_r50_voc/pseudo/cams'
 crop_size = (448, 448)
-# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
-# moves every dataset path of this config (mmengine substitutes it when reading the file).
-data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
 
 model = dict(
     type='AffinityNet',
@@ -49,14 +47,7 @@ train_pipeline = [
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs'),
 ]
-train_dataloader = dict(
-    batch_size=8, num_workers=4, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type='ImageLevelLabelDataset',
-                 source=dict(type='VOCImageLabels', data_root=data_root,
-                             split='ImageSets/Segmentation/train_aug.txt', img_dir='JPEGImages',
-                             labels=None, gt_dir='SegmentationClassAug', class_table='voc20'),
-                 pipeline=train_pipeline))
+train_dataloader = dict(batch_size=8, dataset=dict(pipeline=train_pipeline))  # VOC train_aug
 val_dataloader = None
 val_cfg = None
 val_evaluator = None
@@ -71,12 +62,7 @@ optim_wrapper = dict(
 param_scheduler = [dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=8000,
                         by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=8000)
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000, max_keep_ckpts=2),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
+default_hooks = dict(checkpoint=dict(max_keep_ckpts=2))  # every 2000 iterations
 
 generator = dict(
     type='RandomWalkGenerator',

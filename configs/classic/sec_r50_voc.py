@@ -10,16 +10,16 @@
 #   3. pseudo:  python tools/generate_pseudo.py configs/classic/sec_r50_voc.py  (segmenter ->
 #               masks restricted to the image labels; or evaluate directly: mim test)
 # Paper: DeepLab-LargeFOV (VGG16), VOC val 50.7 / test 51.7; here ResNet-50-D8 + ASPP head.
-_base_ = ['./_base_/cls_runtime.py', './_base_/pseudo_voc12.py']
+_base_ = ['./_base_/cls_runtime.py', './_base_/pseudo_voc12.py', './_base_/voc12_trainaug.py',
+          '../_base_/schedules/default_hooks.py']
 custom_imports = dict(
     imports=['wsss_mmseg', 'wsss_mmseg.models', 'wsss_mmseg.datasets',
              'wsss_mmseg.datasets.classic_transforms', 'wsss_mmseg.hooks'],
     allow_failed_imports=False)
 work_dir = 'work_dirs/sec_r50_voc'
 cam_dir = 'work_dirs/cam_r50_voc/pseudo/cams'
-# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
-# moves every dataset path of this config (mmengine substitutes it when reading the file).
-data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
+# The dataset root (WSSS_VOC_ROOT=/path/to/it in the environment moves it): voc12_trainaug.py's.
+data_root = {{_base_.data_root}}  # noqa: F821  (mmengine base variable)
 crop_size = (321, 321)
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
@@ -50,14 +50,7 @@ train_pipeline = [
                                           'pad_shape', 'scale_factor', 'flip',
                                           'flip_direction', 'label_ids')),
 ]
-train_dataloader = dict(
-    batch_size=16, num_workers=4, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type='ImageLevelLabelDataset',
-                 source=dict(type='VOCImageLabels', data_root=data_root,
-                             split='ImageSets/Segmentation/train_aug.txt', img_dir='JPEGImages',
-                             labels=None, gt_dir='SegmentationClassAug', class_table='voc20'),
-                 pipeline=train_pipeline))
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))  # VOC train_aug, 16 a batch
 val_dataloader = dict(
     batch_size=1, num_workers=2, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
@@ -78,14 +71,7 @@ optim_wrapper = dict(
 param_scheduler = [dict(type='PolyLR', eta_min=1e-6, power=0.9, begin=0, end=8000,
                         by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=8000, val_interval=2000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000, max_keep_ckpts=2),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
+default_hooks = dict(checkpoint=dict(max_keep_ckpts=2))  # every 2000 iterations
 custom_hooks = [dict(type='NaNLossGuardHook')]
 
 generator = dict(type='SegmenterGenerator', config='{{fileDirname}}/sec_r50_voc.py',

@@ -1,10 +1,10 @@
 # COCO 2014 for weakly supervised training: train2014 images with CLIP-ES pseudo labels (masks +
 # confidence), val2014 with semantic masks (0 background, 1..80 = COCO-80 class + 1, 255 ignore;
 # the usual WSSS layout data/coco/SegmentationClass/{train2014,val2014}/<image name>.png).
-# Pipelines adapted from mmsegmentation's configs/_base_/datasets/pascal_voc12.py (Apache-2.0).
+# Pipelines: pseudo_label_pipelines.py.
 #
 # The generator sections come from configs/clip_es_coco.py (inherited here).
-_base_ = ['../../clip_es_coco.py']
+_base_ = ['../../clip_es_coco.py', './pseudo_label_pipelines.py']
 import os.path as osp  # (after _base_: mmengine then keeps this a plain, non-lazy config)
 
 custom_imports = dict(imports=['wsss_mmseg', 'wsss_mmseg.hooks'], allow_failed_imports=False)
@@ -40,22 +40,6 @@ coco_classes = (
     'book', 'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush',
 )
 
-crop_size = (512, 512)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadPseudoLabel'),
-    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputsWithConfidence'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
 train_dataloader = dict(
     batch_size=4,
     num_workers=4,
@@ -68,7 +52,7 @@ train_dataloader = dict(
         metainfo=dict(classes=coco_classes),
         data_prefix=dict(img_path='train2014',
                          seg_map_path=osp.join(pseudo_label_dir, 'masks')),
-        pipeline=train_pipeline))
+        pipeline={{_base_.train_pipeline}}))  # noqa: F821  (mmengine base variable)
 val_dataloader = dict(
     batch_size=1,
     num_workers=4,
@@ -81,7 +65,7 @@ val_dataloader = dict(
         img_suffix='.jpg',
         seg_map_suffix='.png',
         data_prefix=dict(img_path='val2014', seg_map_path='SegmentationClass/val2014'),
-        pipeline=test_pipeline))
+        pipeline={{_base_.test_pipeline}}))  # noqa: F821
 test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

@@ -1,6 +1,7 @@
 # Cityscapes val, 19 classes. MaskCLIP protocol (spec §1.8): keep-ratio resize into (1024, 512),
 # i.e. 2048x1024 -> 1024x512. Adapted from mmsegmentation's configs/_base_/datasets/cityscapes.py
 # (Apache-2.0).
+_base_ = ['./maskclip_test.py']  # batch 1, mIoU
 # The dataset root, defined once and referenced below: WSSS_CITYSCAPES_ROOT=/path/to/it in the environment
 # moves every dataset path of this config (mmengine substitutes it when reading the file).
 data_root = '{{$WSSS_CITYSCAPES_ROOT:data/cityscapes}}'
@@ -11,13 +12,8 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 test_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type='CityscapesDataset',
         data_root=data_root,
         data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
         pipeline=test_pipeline))
-test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])

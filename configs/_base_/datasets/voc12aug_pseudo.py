@@ -1,13 +1,12 @@
 # PASCAL VOC 2012 for weakly supervised training: train_aug images with CLIP-ES pseudo labels
-# (masks + confidence), val with the real masks. Pipelines adapted from mmsegmentation's
-# configs/_base_/datasets/pascal_voc12.py (Apache-2.0); the label loading and packing steps carry
-# the confidence the CGL loss needs.
+# (masks + confidence), val with the real masks. Pipelines (the confidence the CGL loss needs is
+# loaded and packed with the mask): pseudo_label_pipelines.py.
 #
 # The generator sections (pseudo_dataset, generator, mask_maker, pseudo_job) come from
 # configs/clip_es_voc.py -- inherited here, the one source of truth for how the pseudo labels are
 # made. PseudoLabelHook (in the training configs) makes them into `pseudo_label_dir` before the
 # first iteration, or reuses them when they exist and match.
-_base_ = ['../../clip_es_voc.py']
+_base_ = ['../../clip_es_voc.py', './pseudo_label_pipelines.py']
 import os.path as osp  # (after _base_: mmengine then keeps this a plain, non-lazy config)
 
 # wsss_mmseg registers its datasets, transforms, models and model wrappers; the hook module is
@@ -24,22 +23,6 @@ data_root = {{_base_.data_root}}  # noqa: F821  (mmengine base variable)
 #   --cfg-options train_dataloader.dataset.data_prefix.seg_map_path=/abs/dir/masks
 pseudo_label_dir = osp.abspath('work_dirs/clip_es_voc/pseudo')
 
-crop_size = (512, 512)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadPseudoLabel'),  # mask + confidence (instead of LoadAnnotations)
-    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputsWithConfidence'),  # instead of PackSegInputs
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations'),  # real masks, after Resize: evaluated at the original size
-    dict(type='PackSegInputs'),
-]
 train_dataloader = dict(
     batch_size=4,
     num_workers=4,
@@ -51,7 +34,7 @@ train_dataloader = dict(
         ann_file='ImageSets/Segmentation/train_aug.txt',  # = pseudo_dataset.split
         data_prefix=dict(img_path='JPEGImages',
                          seg_map_path=osp.join(pseudo_label_dir, 'masks')),
-        pipeline=train_pipeline))
+        pipeline={{_base_.train_pipeline}}))  # noqa: F821  (mmengine base variable)
 val_dataloader = dict(
     batch_size=1,
     num_workers=4,
@@ -62,7 +45,7 @@ val_dataloader = dict(
         data_root=data_root,
         data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
         ann_file='ImageSets/Segmentation/val.txt',
-        pipeline=test_pipeline))
+        pipeline={{_base_.test_pipeline}}))  # noqa: F821
 test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

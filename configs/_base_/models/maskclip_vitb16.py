@@ -1,5 +1,7 @@
 # MaskCLIP ViT-B/16 zero-shot segmentor and test runtime, shared by configs/maskclip_vitb16_*.py
 # (each adds its dataset base and sets model.decode_head.class_table). See maskclip_vitb16_voc20.py.
+# Runtime (env, logs, visualiser, DDP wrapper for multi-process tests): ../seg_runtime.py.
+_base_ = ['../seg_runtime.py']
 custom_imports = dict(imports=['wsss_mmseg', 'wsss_mmseg.models.maskclip'], allow_failed_imports=False)
 default_scope = 'mmseg'
 
@@ -17,16 +19,6 @@ model = dict(
     test_cfg=dict(mode='whole'))  # official MaskCLIP: whole image, single scale
 
 test_cfg = dict(type='TestLoop')
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='nccl'))
+env_cfg = dict(cudnn_benchmark=False)
 default_hooks = dict(timer=dict(type='IterTimerHook'), logger=dict(type='LoggerHook', interval=50),
                      visualization=dict(type='SegVisualizationHook'))
-vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
-log_processor = dict(by_epoch=False)
-log_level = 'INFO'
-load_from = None
-resume = False
-# multi-process test (--launcher pytorch): the segmentor has no trainable parameter, so the wrapper
-# leaves it unwrapped (torch's DDP refuses such modules); on CPU it also drops device_ids
-model_wrapper_cfg = dict(type='CPUCompatibleDDP')

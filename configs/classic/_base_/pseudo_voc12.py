@@ -1,6 +1,6 @@
 # Pseudo-label job of the classic configs: tools/generate_pseudo.py reads pseudo_dataset,
 # generator (set in each config: ClassifierCAMGenerator on the trained checkpoint) and mask_maker.
-# data_root: the same root as _base_/voc12_cls.py (WSSS_VOC_ROOT=/path/VOC2012 moves both)
+# data_root: the same root as _base_/voc12_trainaug.py (WSSS_VOC_ROOT=/path/VOC2012 moves both)
 pseudo_dataset = dict(type='VOCImageLabels', data_root='{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}',
                       split='ImageSets/Segmentation/train_aug.txt', img_dir='JPEGImages',
                       labels=None, gt_dir='SegmentationClassAug', class_table='voc20')

@@ -1,13 +1,11 @@
-# PASCAL VOC 2012 (train_aug) with image-level labels for the classifier. Labels are derived
-# from SegmentationClassAug (labels=None); give an IRN cls_labels.npy / JSON with `labels=`.
+# PASCAL VOC 2012 (train_aug) with image-level labels for the classifier: the train loader of
+# voc12_trainaug.py (labels from SegmentationClassAug; an IRN cls_labels.npy / JSON with
+# `labels=`) with the classifier's augmentation, and val with its own image-level labels.
 # Fill values (HideAndSeek / EraseRegions) are in BGR, the order of LoadImageFromFile.
-# The dataset root, defined once and referenced below: WSSS_VOC_ROOT=/path/to/it in the environment
-# moves every dataset path of this config (mmengine substitutes it when reading the file).
-data_root = '{{$WSSS_VOC_ROOT:data/VOCdevkit/VOC2012}}'
-train_source = dict(type='VOCImageLabels', data_root=data_root,
-                    split='ImageSets/Segmentation/train_aug.txt', img_dir='JPEGImages',
-                    labels=None, gt_dir='SegmentationClassAug', class_table='voc20')
-val_source = dict(type='VOCImageLabels', data_root=data_root,
+# The dataset root (WSSS_VOC_ROOT=/path/to/it in the environment moves it) is voc12_trainaug.py's.
+_base_ = ['./voc12_trainaug.py']
+train_source = {{_base_.train_dataloader.dataset.source}}  # noqa: F821  (mmengine base variable)
+val_source = dict(type='VOCImageLabels', data_root={{_base_.data_root}},  # noqa: F821
                   split='ImageSets/Segmentation/val.txt', img_dir='JPEGImages',
                   labels=None, gt_dir='SegmentationClass', class_table='voc20')
 train_pipeline = [
@@ -23,10 +21,7 @@ test_pipeline = [
     dict(type='Resize', scale=(512, 512), keep_ratio=False),
     dict(type='PackMultiLabelInputs'),
 ]
-train_dataloader = dict(
-    batch_size=16, num_workers=4, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type='ImageLevelLabelDataset', source=train_source, pipeline=train_pipeline))
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=8, num_workers=4, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
