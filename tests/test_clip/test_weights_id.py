@@ -14,6 +14,7 @@ import pytest
 
 from wsss_mmseg.clip import weights_id
 from wsss_mmseg.clip.weights_id import HASH_CACHE_NAME, weights_content_id
+from wsss_mmseg.utils import file_hash
 
 
 @pytest.fixture(autouse=True)
@@ -27,13 +28,13 @@ def _fresh_memory():
 def count_hashes(monkeypatch):
     """Count the files actually read by the hasher."""
     calls = []
-    real = weights_id.file_sha256
+    real = file_hash.file_sha256
 
     def counting(path, **kwargs):
         calls.append(os.fspath(path))
         return real(path, **kwargs)
 
-    monkeypatch.setattr(weights_id, 'file_sha256', counting)
+    monkeypatch.setattr(file_hash, 'file_sha256', counting)  # the one cached helper reads through it
     return calls
 
 
@@ -191,3 +192,29 @@ def test_bad_values_name_the_problem(tmp_path):
         weights_content_id(None)
     with pytest.raises(ValueError, match='pretrained'):
         weights_content_id('')
+
+
+def test_one_cached_hash_helper_in_a_pure_module():
+    """weights_id and the pseudo-label fingerprint share utils/file_hash.py, which (like the
+    ``utils`` package init the import runs, and weights_id) imports no mmseg/mmengine/torch."""
+    import ast
+
+    package = Path(weights_id.__file__).resolve().parents[1]
+
+    def imports(rel):
+        names = set()
+        for node in ast.walk(ast.parse((package / rel).read_text())):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                names.add(('.' * node.level) + (node.module or ''))
+        return names
+
+    for rel in ('utils/file_hash.py', 'utils/__init__.py', 'utils/images.py', 'clip/weights_id.py'):
+        heavy = [n for n in imports(rel) if n.lstrip('.').split('.')[0] in ('mmseg', 'mmengine', 'mmcv', 'torch')]
+        assert not heavy, (rel, heavy)
+    assert '..utils.file_hash' in imports('clip/weights_id.py')
+    assert '..utils.file_hash' in imports('pseudo/workdir.py')
+    assert not [n for n in imports('utils/file_hash.py') if n.startswith('.') or n.startswith('wsss_mmseg')]
+    assert weights_id.file_sha256 is file_hash.file_sha256
+    assert weights_id.HASH_CACHE_NAME == file_hash.HASH_CACHE_NAME

@@ -23,7 +23,8 @@ Rules:
   between only costs recomputing that image.
 * **One setting per folder.** The fingerprint covers the dataset, generator and mask
   sections, the content of the dataset's list/label files and of every weights or
-  checkpoint file the generator names (sha256, cached by path + size + mtime), and
+  checkpoint file the generator names (sha256, cached by path + size + mtime + ctime +
+  inode: :mod:`wsss_mmseg.utils.file_hash`), and
   the job options that change bytes. It is written only after the config has been
   validated and the models built. Resuming under another fingerprint, or into outputs
   without a readable fingerprint, is refused (exit status 3); ``--no-resume`` (the
@@ -50,6 +51,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..utils.file_hash import cached_file_sha256
 from .io import atomic_write_bytes, check_output_id
 from .options import PseudoConfigError, check_bool, check_fraction, check_int
 
@@ -172,20 +174,13 @@ def _jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def weights_ids(section: Any) -> Dict[str, str]:
     """Content ids of every existing file a generator section names (weights, checkpoints).
 
     Walks the section's string values (``clip.pretrained``, ``checkpoint``, ...); those
     naming an existing file are identified by the sha256 of their content
-    (:func:`wsss_mmseg.clip.weights_id.weights_content_id`, cached by path + size + mtime).
+    (:func:`wsss_mmseg.clip.weights_id.weights_content_id`, cached like the label files by
+    :mod:`wsss_mmseg.utils.file_hash`).
 
     Args:
         section: The ``generator`` config section.
@@ -220,7 +215,8 @@ def config_fingerprint(cfg: Mapping[str, Any], job: Mapping[str, Any], *,
     Args:
         cfg: Job config (``pseudo_dataset``, ``generator``, ``mask_maker``).
         job: Resolved ``pseudo_job`` options.
-        source_files: List/label files of the dataset (content hashed: edits are noticed).
+        source_files: List/label files of the dataset (content hashed, through the cache of
+            :func:`wsss_mmseg.utils.file_hash.cached_file_sha256`: edits are noticed).
         weights: Content ids of the generator's weight files (default: :func:`weights_ids`).
 
     Returns:
@@ -233,7 +229,7 @@ def config_fingerprint(cfg: Mapping[str, Any], job: Mapping[str, Any], *,
                     mask_maker=_jsonable(cfg.get('mask_maker')),
                     exif_transpose=bool(job['exif_transpose']),
                     cam_dtype=str(job['cam_dtype']),
-                    label_files={str(p): _file_sha256(Path(p)) for p in source_files if Path(p).is_file()},
+                    label_files={str(p): cached_file_sha256(p) for p in source_files if Path(p).is_file()},
                     weights=dict(sorted(weights.items())))
     blob = json.dumps(settings, sort_keys=True).encode()
     return dict(sha256=hashlib.sha256(blob).hexdigest(), settings=settings)
