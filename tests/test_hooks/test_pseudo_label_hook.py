@@ -148,7 +148,10 @@ def test_generate_then_reuse_then_resume(tmp_path):
     assert len(list(masks.glob('*.png'))) == N
     assert len(list((tmp_path / 'pseudo' / 'confidence').glob('*.png'))) == N
     batch = next(runner.train_loop.dataloader_iterator)  # the first batch reads the new files
-    assert batch['data_samples'][0].gt_confidence.data.shape[-2:] == (32, 32)
+    sample = batch['data_samples'][0]
+    # the crop is at most 32x32 (smaller where the unseeded RandomResize drew a small scale)
+    h, w = sample.gt_confidence.data.shape[-2:]
+    assert 0 < h <= 32 and 0 < w <= 32 and (h, w) == tuple(sample.gt_sem_seg.data.shape[-2:])
 
     before = _mtimes(masks)
     _, hook = _run_hook(cfg)
@@ -428,3 +431,57 @@ def test_report_after_generation(tmp_path):
     assert hook.last_action == 'generate'
     index = tmp_path / 'pseudo' / 'report' / 'index.html'
     assert index.is_file() and 'img00' in index.read_text()
+
+
+def test_hook_builds_the_label_source_and_fingerprint_once(tmp_path, monkeypatch):
+    """One generating hook run: the plan (dataset + fingerprint) is made once and handed to the job."""
+    from wsss_mmseg.datasets.image_labels import FolderImageLabels
+    from wsss_mmseg.pseudo import job as job_mod
+    from wsss_mmseg.pseudo import workdir
+    builds, fingerprints = [], []
+    real_init = FolderImageLabels.__init__
+
+    def counting_init(self, *args, **kwargs):
+        builds.append(kwargs.get('labels'))
+        real_init(self, *args, **kwargs)
+
+    real_fp = workdir.config_fingerprint
+
+    def counting_fp(*args, **kwargs):
+        fingerprints.append(1)
+        return real_fp(*args, **kwargs)
+
+    monkeypatch.setattr(FolderImageLabels, '__init__', counting_init)
+    monkeypatch.setattr(workdir, 'config_fingerprint', counting_fp)
+    monkeypatch.setattr(job_mod, 'config_fingerprint', counting_fp)
+    cfg = _cfg(tmp_path)
+    _, hook = _run_hook(cfg)
+    assert hook.last_action == 'generate'
+    assert len(list((tmp_path / 'pseudo' / 'masks').glob('*.png'))) == N
+    assert builds == [str(tmp_path / 'data' / 'labels.json')]
+    assert len(fingerprints) == 1
+    # a resume (one image missing) is planned once too
+    (tmp_path / 'pseudo' / 'masks' / 'img02.png').unlink()
+    builds.clear()
+    fingerprints.clear()
+    _, hook = _run_hook(cfg)
+    assert hook.last_action == 'resume'
+    assert len(builds) == 1 and len(fingerprints) == 1
+
+
+def test_lock_is_released_when_the_plan_fails_after_taking_it(tmp_path):
+    """The decision fails with the lock held (labels of another configuration): it is released."""
+    from wsss_mmseg.pseudo.workdir import acquire_work_dir_lock
+    cfg = _cfg(tmp_path)
+    _run_hook(cfg)
+    cfg.mask_maker.bg_power = 3.0
+    runner = _runner(cfg)
+    with pytest.raises(ValueError, match='never deletes or overwrites') as err:
+        _hook(runner).before_train(runner)
+    assert err.value is not None  # the traceback (and its frames) are still alive here
+    acquire_work_dir_lock(tmp_path / 'pseudo').close()  # free: another job could start
+    # and after a reuse the lock is not held either
+    cfg.custom_hooks = [dict(type='PseudoLabelHook', mode='reuse')]
+    runner, hook = _run_hook(cfg)
+    assert hook.last_action == 'reuse'
+    acquire_work_dir_lock(tmp_path / 'pseudo').close()

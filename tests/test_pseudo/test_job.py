@@ -248,3 +248,41 @@ def test_job_on_coco_sample_with_80_classes(tmp_path, shared_data):
     assert full['class_names'][1] == 'person'  # names of the instances file
     mask = pio.read_mask_png(tmp_path / 'out' / 'masks' / '000000084061.png')
     assert set(np.unique(mask).tolist()) <= {0, 1, 7, 25, 27}  # labels [0, 6, 24, 26] + 1
+
+
+def test_a_plan_is_used_as_given_and_must_match_the_config(tmp_path, folder, monkeypatch):
+    """run_pseudo_job(plan=...) builds no second label source and hashes nothing again."""
+    from wsss_mmseg.datasets.image_labels import FolderImageLabels
+    from wsss_mmseg.pseudo import job as job_mod
+    from wsss_mmseg.pseudo.job import plan_pseudo_job
+    cfg = _cfg(tmp_path, folder)
+    plan = plan_pseudo_job(cfg, save_cams=True)
+    assert sorted(plan.ids) == sorted(n[:-4] for n in json.loads(Path(folder["labels"]).read_text()))
+    assert plan.job['save_cams'] is True
+    counts = dict(builds=0, fingerprints=0)
+    real_init = FolderImageLabels.__init__
+
+    def counting_init(self, *args, **kwargs):
+        counts['builds'] += 1
+        real_init(self, *args, **kwargs)
+
+    def no_fingerprint(*args, **kwargs):
+        counts['fingerprints'] += 1
+        raise AssertionError('the plan carries the fingerprint')
+
+    monkeypatch.setattr(FolderImageLabels, '__init__', counting_init)
+    monkeypatch.setattr(job_mod, 'config_fingerprint', no_fingerprint)
+    # another config or other options than the plan's: refused before anything is written
+    other = _cfg(tmp_path, folder)
+    other.mask_maker.bg_power = 2.5
+    with pytest.raises(ValueError, match=r"other \['mask_maker'\] sections"):
+        run_pseudo_job(other, work_dir=tmp_path / 'out', save_cams=True, plan=plan)
+    with pytest.raises(ValueError, match=r"other \['pseudo_job'\] sections"):
+        run_pseudo_job(cfg, work_dir=tmp_path / 'out', save_cams=False, plan=plan)
+    assert not (tmp_path / 'out' / 'masks').exists()
+    summary = run_pseudo_job(cfg, work_dir=tmp_path / 'out', save_cams=True, plan=plan)
+    assert summary['counts']['processed'] == 6 and summary['fingerprint'] == plan.fingerprint['sha256']
+    assert counts == dict(builds=0, fingerprints=0)
+    stored = json.loads((tmp_path / 'out' / 'pseudo_fingerprint.json').read_text())
+    assert stored == plan.fingerprint
+    assert len(list((tmp_path / 'out' / 'cams').glob('*.npy'))) == 6

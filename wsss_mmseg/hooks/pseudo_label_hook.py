@@ -65,7 +65,9 @@ What it decides (rank 0 inspects, every rank follows the same decision)
 
 Generation runs :func:`wsss_mmseg.pseudo.job.run_pseudo_job` -- the code path
 of ``tools/generate_pseudo.py`` -- in every rank (each rank takes its shard),
-followed by ``mmengine.dist.barrier()``. Rank 0 holds the work dir's lock
+followed by ``mmengine.dist.barrier()``. Rank 0 hands the job the plan its decision
+was made with (:func:`wsss_mmseg.pseudo.job.plan_pseudo_job`: the label source and the
+fingerprint), so they are built and hashed once. Rank 0 holds the work dir's lock
 (``<out_dir>/.lock``, the same one the tool takes) from the inspection to the end
 of the job: a second training or a running tool job in the same folder stops the
 hook with an error instead of interleaving files. The torch thread count and the random states
@@ -408,43 +410,48 @@ class PseudoLabelHook(Hook):
                 f'PseudoLabelHook: no PseudoLabelSegDataset in the train dataloader; using '
                 f'{out_dir} and skipping the per-file check of the training set')
         cfg = self._generator_cfg(runner)
-        lock = _HeldLock()
+        if self.report and cfg is not None:  # before planning: the plan holds the job options
+            cfg.merge_from_dict(dict(pseudo_job=dict(report=True)))
 
-        plan: Dict[str, Any] = {}
+        # rank 0: the decision (shared), the work dir's lock (workdir's lock file: closing it
+        # releases the flock) and the job plan (label source + fingerprint, made once)
+        decision: Dict[str, Any] = {}
+        lock = job_plan = None
         if rank == 0:
             try:
-                plan = self._plan(cfg, out_dir, lock, training_started=runner.iter > 0)
+                decision, lock, job_plan = self._plan(cfg, out_dir, training_started=runner.iter > 0)
             except Exception as exc:  # noqa: BLE001 - every rank raises it
-                lock.release()
                 self._share([dict(error=(type(exc).__name__, str(exc)))])
                 raise
-        plan = self._share([plan])[0]
-        if 'error' in plan:
-            name, msg = plan['error']
-            raise _error_types().get(name, RuntimeError)(msg)
-        action, reason = plan['action'], plan['reason']
-        self.last_action = action
-        if plan.get('warning'):
-            runner.logger.warning(f'PseudoLabelHook: {plan["warning"]}')
+        try:
+            decision = self._share([decision])[0]
+            if 'error' in decision:
+                name, msg = decision['error']
+                raise _error_types().get(name, RuntimeError)(msg)
+            action, reason = decision['action'], decision['reason']
+            self.last_action = action
+            if decision.get('warning'):
+                runner.logger.warning(f'PseudoLabelHook: {decision["warning"]}')
+            summary = None
+            if action == 'reuse':
+                n = decision['done'] if decision['total'] else sum(len(ds) for ds in pseudo_sets)
+                runner.logger.info(f'PseudoLabelHook: reused {n} existing pseudo label(s) '
+                                   f'in {out_dir} ({reason})')
+            else:
+                verb = dict(generate='generating', regenerate='regenerating',
+                            resume='completing')[action]
+                runner.logger.info(f'PseudoLabelHook: {verb} the pseudo labels in {out_dir} '
+                                   f'({reason}); {world_size} process(es)')
+                summary = self._generate(cfg, out_dir, resume=action != 'regenerate', runner=runner,
+                                         plan=job_plan)
+        finally:
+            if lock is not None:
+                lock.close()
+            job_plan = None  # the label source is not kept through the training
 
-        generated = False
-        if action == 'reuse':
-            n = plan['done'] if plan['total'] else sum(len(ds) for ds in pseudo_sets)
-            runner.logger.info(f'PseudoLabelHook: reused {n} existing pseudo label(s) '
-                               f'in {out_dir} ({reason})')
-        else:
-            verb = dict(generate='generating', regenerate='regenerating',
-                        resume='completing')[action]
-            runner.logger.info(f'PseudoLabelHook: {verb} the pseudo labels in {out_dir} '
-                               f'({reason}); {world_size} process(es)')
-            try:
-                if self.report:
-                    cfg.merge_from_dict(dict(pseudo_job=dict(report=True)))
-                summary = self._generate(cfg, out_dir, resume=action != 'regenerate', runner=runner)
-            finally:
-                lock.release()
+        generated = summary is not None
+        if generated:
             barrier()
-            generated = True
             counts = summary.get('counts') or {}
             failures = summary.get('failures') or []
             runner.logger.info(
@@ -471,48 +478,67 @@ class PseudoLabelHook(Hook):
             _restart_train_iterator(loop)
         runner.logger.info(f'PseudoLabelHook: done in {time.perf_counter() - started:.1f} s')
 
-    def _plan(self, cfg: Any, out_dir: Path, lock: '_HeldLock', *,
-              training_started: bool) -> Dict[str, Any]:
-        """Rank 0: take the work dir's lock, inspect the folder (work-dir rules), decide."""
-        from ..pseudo.job import _build
-        from ..pseudo.workdir import (acquire_work_dir_lock, config_fingerprint, inspect_work_dir,
-                                      resolve_job_options)
-        configured = None
-        ids: List[str] = []
-        job = dict(save_cams=False, verify_resume='crc')
+    def _plan(self, cfg: Any, out_dir: Path, *,
+              training_started: bool) -> Tuple[Dict[str, Any], Any, Any]:
+        """Rank 0: plan the job, take the work dir's lock, inspect the folder (work-dir rules), decide.
+
+        Args:
+            cfg: The generator sections (None: absent, ``mode='reuse'`` only).
+            out_dir: The pseudo-label folder.
+            training_started: The training resumes from a checkpoint.
+
+        Returns:
+            ``(decision, lock, job_plan)``: the decision every rank follows (``action``,
+            ``reason``, ``done``, ``total``, optional ``warning``); the held lock
+            (:func:`wsss_mmseg.pseudo.workdir.acquire_work_dir_lock`; None when reusing)
+            and the :class:`wsss_mmseg.pseudo.job.JobPlan` the job runs with (None when
+            reusing) -- the label source is built and the fingerprint taken only here.
+        """
+        from ..pseudo.job import plan_pseudo_job
+        from ..pseudo.workdir import acquire_work_dir_lock, inspect_work_dir
+        job_plan = None
         unchecked = None
         if cfg is not None:
             try:
-                job = resolve_job_options(cfg)
-                source = _build('pseudo_dataset', cfg)
-                ids = [str(i) for i in source.ids]
-                configured = config_fingerprint(cfg, job, source_files=getattr(source, 'source_files', ()))
+                job_plan = plan_pseudo_job(cfg)
             except Exception as exc:  # noqa: BLE001 - only fatal when we must generate
                 if self.mode != 'reuse':
                     raise
                 unchecked = f'{type(exc).__name__}: {exc}'
+        configured = job_plan.fingerprint if job_plan is not None else None
+        ids = job_plan.ids if job_plan is not None else []
+        job = job_plan.job if job_plan is not None else dict(save_cams=False, verify_resume='crc')
+        lock = None
         if self.mode != 'reuse':
             out_dir.mkdir(parents=True, exist_ok=True)
             # before inspecting: no other training or tools/generate_pseudo.py job writes here
-            lock.handle = acquire_work_dir_lock(out_dir)
-        state = inspect_work_dir(out_dir, ids, configured or dict(sha256=None, settings={}),
-                                 save_cams=bool(job['save_cams']), verify=job['verify_resume'])
+            lock = acquire_work_dir_lock(out_dir)
         try:
-            action, reason = decide_action(state, mode=self.mode, configured=configured)
-        except ValueError as exc:
-            raise ValueError(f'PseudoLabelHook: {out_dir} {exc}') from exc
-        plan: Dict[str, Any] = dict(action=action, reason=reason, done=len(state.done), total=state.total)
+            state = inspect_work_dir(out_dir, ids, configured or dict(sha256=None, settings={}),
+                                     save_cams=bool(job['save_cams']), verify=job['verify_resume'])
+            try:
+                action, reason = decide_action(state, mode=self.mode, configured=configured)
+            except ValueError as exc:
+                raise ValueError(f'PseudoLabelHook: {out_dir} {exc}') from exc
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+        decision: Dict[str, Any] = dict(action=action, reason=reason, done=len(state.done),
+                                        total=state.total)
         if action == 'reuse':
-            lock.release()
+            if lock is not None:
+                lock.close()
+            lock = job_plan = None
             if unchecked is not None:
-                plan['warning'] = (f'reusing {out_dir} without checking its fingerprint: the '
-                                   f'pseudo_dataset section cannot be built ({unchecked})')
+                decision['warning'] = (f'reusing {out_dir} without checking its fingerprint: the '
+                                       f'pseudo_dataset section cannot be built ({unchecked})')
             elif self.mode == 'reuse' and reason != "mode='reuse'":
-                plan['warning'] = f'reusing {out_dir}: {reason}'
+                decision['warning'] = f'reusing {out_dir}: {reason}'
         elif action == 'regenerate' and training_started:
-            plan['warning'] = ('regenerating the pseudo labels of a training that resumes from '
-                               'a checkpoint: the rest of the training uses the new labels')
-        return plan
+            decision['warning'] = ('regenerating the pseudo labels of a training that resumes from '
+                                   'a checkpoint: the rest of the training uses the new labels')
+        return decision, lock, job_plan
 
     @staticmethod
     def _share(objs: List[Any]) -> List[Any]:
@@ -522,12 +548,14 @@ class PseudoLabelHook(Hook):
         return objs
 
     @staticmethod
-    def _generate(cfg: Any, out_dir: Path, *, resume: bool, runner: Any) -> Dict[str, Any]:
+    def _generate(cfg: Any, out_dir: Path, *, resume: bool, runner: Any,
+                  plan: Optional[Any]) -> Dict[str, Any]:
+        """Run the job (every rank); ``plan``: rank 0's :class:`~wsss_mmseg.pseudo.job.JobPlan`."""
         from ..pseudo.job import run_pseudo_job
         with _preserved_process_state():
             try:
                 return run_pseudo_job(cfg, work_dir=out_dir, resume=resume, logger=runner.logger,
-                                      lock_held=True)
+                                      lock_held=True, plan=plan)
             finally:
                 import gc
                 gc.collect()  # the generator (CLIP) is no longer referenced
@@ -573,19 +601,6 @@ class PseudoLabelHook(Hook):
                               f'other {len(keep)} image(s)')
         _replace_train_dataset(runner, dataset.get_subset(keep))
         return True
-
-
-class _HeldLock:
-    """The work dir's lock as held by rank 0 of the hook (a no-op on other ranks)."""
-
-    def __init__(self) -> None:
-        self.handle: Any = None
-
-    def release(self) -> None:
-        """Release it (closing the file releases the ``flock``)."""
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
 
 
 # ------------------------------------------------------- loop plumbing

@@ -75,7 +75,7 @@ PathLike = Union[str, os.PathLike]
 __all__ = ['run_pseudo_job', 'shard_indices', 'config_fingerprint', 'JOB_DEFAULTS',
            'summarize_failures', 'check_writable', 'OutputWriteError', 'WorkDirLockedError',
            'WorkDirConflictError', 'PseudoConfigError', 'acquire_work_dir_lock', 'try_flock',
-           'LOCK_FILE', 'prepare_work_dir', 'mark_config_error']
+           'LOCK_FILE', 'prepare_work_dir', 'mark_config_error', 'JobPlan', 'plan_pseudo_job']
 
 
 def shard_indices(ids: Sequence[str], *, rank: int, world_size: int) -> List[int]:
@@ -185,6 +185,88 @@ def check_class_names(dataset: Any, generator: Any) -> int:
     return len(gen_names)
 
 
+_REQUIRED_SECTIONS = ('pseudo_dataset', 'generator', 'mask_maker')
+
+
+class JobPlan:
+    """What the job settles before any model is built: options, label source, fingerprint.
+
+    Made once by :func:`plan_pseudo_job`; ``PseudoLabelHook`` inspects the work dir with it
+    and hands it to :func:`run_pseudo_job`, so the dataset is built and the label files and
+    weights are hashed once per hook run.
+
+    Args:
+        job: Resolved ``pseudo_job`` options (:func:`resolve_job_options`).
+        dataset: The built ``pseudo_dataset`` (label source).
+        ids: Its image ids (valid output names, unique, at least one).
+        fingerprint: :func:`config_fingerprint` of the config (label files, weights hashed).
+    """
+
+    __slots__ = ('job', 'dataset', 'ids', 'fingerprint')
+
+    def __init__(self, *, job: Dict[str, Any], dataset: Any, ids: List[str],
+                 fingerprint: Dict[str, Any]) -> None:
+        self.job = job
+        self.dataset = dataset
+        self.ids = ids
+        self.fingerprint = fingerprint
+
+
+def _check_sections(cfg: Mapping[str, Any]) -> None:
+    for section in _REQUIRED_SECTIONS:
+        if cfg.get(section) is None:
+            raise PseudoConfigError(f'the config has no {section!r} section (needed by the pseudo-label job)')
+
+
+def _label_source(cfg: Mapping[str, Any]) -> Tuple[Any, List[str]]:
+    """Build ``pseudo_dataset`` and check its ids (valid output names, unique, not empty)."""
+    dataset = _build('pseudo_dataset', cfg)
+    try:
+        ids = [check_output_id(i) for i in dataset.ids]
+    except ValueError as exc:
+        raise PseudoConfigError(f'pseudo_dataset: {exc}') from exc
+    if len(set(ids)) != len(ids):
+        raise PseudoConfigError('pseudo_dataset yields duplicate image ids')
+    if not ids:
+        raise PseudoConfigError(f'pseudo_dataset ({dataset!r}) lists no image: nothing to do')
+    return dataset, ids
+
+
+def _fingerprint(cfg: Mapping[str, Any], job: Mapping[str, Any], dataset: Any) -> Dict[str, Any]:
+    return config_fingerprint(cfg, job, source_files=getattr(dataset, 'source_files', ()))
+
+
+def plan_pseudo_job(cfg: Mapping[str, Any], *, save_cams: Optional[bool] = None) -> JobPlan:
+    """The job's planning step: resolve the options, build the label source, fingerprint.
+
+    Args:
+        cfg: Job config (``pseudo_dataset``, ``generator``, ``mask_maker``, optional
+            ``pseudo_job``).
+        save_cams: Override of ``pseudo_job.save_cams`` (None: the config's).
+
+    Returns:
+        The plan, for :func:`run_pseudo_job` (``plan=``) and work-dir inspection.
+
+    Raises:
+        PseudoConfigError: A missing section, bad options, or bad image ids.
+    """
+    _check_sections(cfg)
+    job = resolve_job_options(cfg, save_cams)
+    dataset, ids = _label_source(cfg)
+    return JobPlan(job=job, dataset=dataset, ids=ids, fingerprint=_fingerprint(cfg, job, dataset))
+
+
+def _check_plan(cfg: Mapping[str, Any], plan: JobPlan, job: Mapping[str, Any]) -> None:
+    """A plan handed to :func:`run_pseudo_job` must come from the same config and options."""
+    settings = plan.fingerprint.get('settings') or {}
+    other = [s for s in _REQUIRED_SECTIONS if settings.get(s) != _jsonable(cfg.get(s))]
+    if dict(job) != dict(plan.job):
+        other.append('pseudo_job')
+    if other:
+        raise ValueError(f'run_pseudo_job(plan=...): the plan was made from other {other} sections '
+                         'than the config given; make it with plan_pseudo_job(cfg) of this config')
+
+
 def prepare_work_dir(work_dir: Path, fingerprint: Mapping[str, Any], *, resume: bool,
                      logger: Any = None) -> Optional[Path]:
     """Rank 0, lock held, config validated and models built: apply the fingerprint rules.
@@ -224,7 +306,8 @@ def prepare_work_dir(work_dir: Path, fingerprint: Mapping[str, Any], *, resume: 
 # ------------------------------------------------------------------- driver
 def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
                    save_cams: Optional[bool] = None, resume: bool = True,
-                   logger: Any = 'current', lock_held: bool = False) -> Dict[str, Any]:
+                   logger: Any = 'current', lock_held: bool = False,
+                   plan: Optional[JobPlan] = None) -> Dict[str, Any]:
     """Generate pseudo labels for a whole dataset (see the module docstring).
 
     Runs in every process of a distributed group (rank and world size from
@@ -239,6 +322,9 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
             set to ``superseded/`` and recomputes everything.
         logger: mmengine logger (or ``'current'``) for progress lines.
         lock_held: The caller (``PseudoLabelHook``) already holds the work dir's lock.
+        plan: This process's :func:`plan_pseudo_job` of ``cfg`` (same ``save_cams``), made
+            by the caller (``PseudoLabelHook``): its label source and fingerprint are used
+            instead of building and hashing them again. None: planned here.
 
     Returns:
         The summary (written to ``<work_dir>/summary.json`` by rank 0; other ranks get
@@ -247,6 +333,7 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
     Raises:
         PseudoConfigError: Bad options or sections, class mismatch, or a work dir with
             outputs of other settings (:class:`WorkDirConflictError`) -- before any image.
+        ValueError: ``plan`` was made from other sections or options than ``cfg``.
         PermissionError / NotADirectoryError: ``work_dir`` cannot be created or written.
         WorkDirLockedError: Another job is using ``work_dir``.
         OutputWriteError: An output could not be written mid-run (disk full...).
@@ -257,10 +344,10 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
     started_iso = datetime.datetime.now().isoformat(timespec='seconds')
     rank, world_size = get_dist_info()
     work_dir = Path(work_dir)
-    for section in ('pseudo_dataset', 'generator', 'mask_maker'):
-        if cfg.get(section) is None:
-            raise PseudoConfigError(f'the config has no {section!r} section (needed by the pseudo-label job)')
+    _check_sections(cfg)
     job = resolve_job_options(cfg, save_cams)
+    if plan is not None:
+        _check_plan(cfg, plan, job)
     layout = OutputLayout(work_dir, save_cams=job['save_cams'])
     check_writable(work_dir)
     lock = None
@@ -279,7 +366,7 @@ def run_pseudo_job(cfg: Mapping[str, Any], *, work_dir: PathLike,
     try:
         return _run_locked(cfg, work_dir=work_dir, job=job, layout=layout, rank=rank,
                            world_size=world_size, resume=resume, logger=logger,
-                           started=started, started_iso=started_iso)
+                           started=started, started_iso=started_iso, plan=plan)
     finally:
         torch.set_num_threads(threads)  # the job's own count does not leak into the caller
         if lock is not None:
@@ -308,8 +395,14 @@ def _share_error(rank: int, world_size: int, fn, *args, **kwargs):
 
 def _run_locked(cfg: Mapping[str, Any], *, work_dir: Path, job: Dict[str, Any],
                 layout: OutputLayout, rank: int, world_size: int, resume: bool,
-                logger: Any, started: float, started_iso: str) -> Dict[str, Any]:
-    """The body of :func:`run_pseudo_job`, run while the work-dir lock is held."""
+                logger: Any, started: float, started_iso: str,
+                plan: Optional[JobPlan] = None) -> Dict[str, Any]:
+    """The body of :func:`run_pseudo_job`, run while the work-dir lock is held.
+
+    Without ``plan`` the label source is built here and the fingerprint taken after the
+    models are built (the planning step, in the order of the tool); with it, both are
+    the plan's.
+    """
     import torch
     from mmengine.dist import barrier, broadcast_object_list
 
@@ -317,17 +410,12 @@ def _run_locked(cfg: Mapping[str, Any], *, work_dir: Path, job: Dict[str, Any],
         torch.set_num_threads(job['torch_threads'])
     elif not torch.cuda.is_available():
         torch.set_num_threads(1)
-    if rank == 0:
-        _log(f'pseudo labels -> {work_dir}: reading the label source', logger)
-    dataset = _build('pseudo_dataset', cfg)
-    try:
-        ids = [check_output_id(i) for i in dataset.ids]
-    except ValueError as exc:
-        raise PseudoConfigError(f'pseudo_dataset: {exc}') from exc
-    if len(set(ids)) != len(ids):
-        raise PseudoConfigError('pseudo_dataset yields duplicate image ids')
-    if not ids:
-        raise PseudoConfigError(f'pseudo_dataset ({dataset!r}) lists no image: nothing to do')
+    if plan is not None:
+        dataset, ids = plan.dataset, plan.ids
+    else:
+        if rank == 0:
+            _log(f'pseudo labels -> {work_dir}: reading the label source', logger)
+        dataset, ids = _label_source(cfg)
 
     # models: the mask maker first, then the post-processing pool is forked (before torch
     # starts its thread pools), then the generator (CLIP weights, text features)
@@ -341,7 +429,7 @@ def _run_locked(cfg: Mapping[str, Any], *, work_dir: Path, job: Dict[str, Any],
         t_model = time.perf_counter()
         generator = _build('generator', cfg)
         num_classes = check_class_names(dataset, generator)
-        fingerprint = config_fingerprint(cfg, job, source_files=getattr(dataset, 'source_files', ()))
+        fingerprint = plan.fingerprint if plan is not None else _fingerprint(cfg, job, dataset)
         if rank == 0:
             _log(f'generator ready in {time.perf_counter() - t_model:.1f} s', logger)
             removed = cleanup_stale_temps([work_dir])
