@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from wsss_mmseg.pseudo.io import read_confidence_png, read_mask_png
+from wsss_mmseg.utils.atomic import atomic_replace
 
 from . import plots, render
 from .gallery import (GallerySelector, confidence_image, overlay_mask, resize_nearest,
@@ -380,9 +381,7 @@ def write_report(work_dir: PathLike, out_dir: Optional[PathLike] = None, *,
         failed=failed_html,
     ))
     index = out / 'index.html'
-    tmp = out / '.index.html.tmp'
-    tmp.write_text(page, encoding='utf-8')
-    os.replace(tmp, index)
+    atomic_replace(index, lambda f: f.write(page.encode('utf-8')))
     if logger:
         logger(f'report: {index} ({stats.num_images} images, {slot} in the gallery, '
                f'{time.perf_counter() - t0:.1f} s)')

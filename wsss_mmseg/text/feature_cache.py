@@ -35,12 +35,10 @@ Pure torch (no mmseg/mmengine).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -49,6 +47,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 
 import torch
 from torch import nn
+
+from ..utils.atomic import atomic_replace
 
 __all__ = ['CacheKey', 'TextEmbeddingCache', 'TEXT_CACHE_SUBDIR', 'CacheSpec', 'cache_key_parts',
            'clear_text_cache',
@@ -265,17 +265,8 @@ class TextEmbeddingCache:
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{key.digest}.', suffix='.tmp', dir=path.parent)
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                torch.save({'format': self.FORMAT, 'key': key.payload, 'embeddings': stored}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        payload = {'format': self.FORMAT, 'key': key.payload, 'embeddings': stored}
+        atomic_replace(path, lambda f: torch.save(payload, f))
 
     def get_or_compute(self, key: CacheKey, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Return the cached matrix or compute, store and return it.

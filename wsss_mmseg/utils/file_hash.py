@@ -25,10 +25,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple, Union
+
+from .atomic import atomic_replace
 
 __all__ = ['CACHE_ENV', 'HASH_CACHE_NAME', 'cache_root', 'cached_file_sha256', 'clear_memory_cache',
            'file_sha256', 'file_stamp']
@@ -119,18 +120,9 @@ def _entry_hash(entry: Optional[dict], stamp: Stamp) -> Optional[str]:
 
 
 def _write_entries(path: Path, entries: Dict[str, dict]) -> None:
-    """Replace the JSON cache atomically (temp file in the same folder + ``os.replace``)."""
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump({'format': _FORMAT, 'entries': entries}, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Replace the JSON cache atomically (:func:`wsss_mmseg.utils.atomic.atomic_replace`)."""
+    data = json.dumps({'format': _FORMAT, 'entries': entries}, indent=1, sort_keys=True).encode('utf-8')
+    atomic_replace(path, lambda f: f.write(data))
 
 
 @contextlib.contextmanager
