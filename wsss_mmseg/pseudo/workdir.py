@@ -1,7 +1,13 @@
 """The pseudo-label work dir: layout, settings fingerprint, provenance, locks, options, exit codes.
 
 One module owns these rules; ``tools/generate_pseudo.py`` (through
-:func:`wsss_mmseg.pseudo.job.run_pseudo_job`) and ``PseudoLabelHook`` both use it.
+:func:`wsss_mmseg.pseudo.job.run_pseudo_job`) and ``PseudoLabelHook`` both use it. Three of
+its parts are sibling modules whose public names are re-exported here:
+:mod:`~wsss_mmseg.pseudo.fingerprint` (the settings fingerprint),
+:mod:`~wsss_mmseg.pseudo.file_locks` (the ``flock`` primitive of the lock) and
+:mod:`~wsss_mmseg.pseudo.job_options` (the ``pseudo_job`` options); the layout, the
+provenance records, the resume inspection, moving an output set aside, the work-dir lock,
+the exceptions and the exit statuses are defined here.
 
 Layout below ``work_dir``::
 
@@ -40,20 +46,20 @@ arguments or work dir (before any image); :data:`EXIT_INTERRUPTED` 130 interrupt
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import socket
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-import numpy as np
-
-from ..utils.file_hash import cached_file_sha256
+from .file_locks import close_inherited_locks, try_flock
+from .fingerprint import (FINGERPRINT_FILE, config_fingerprint, describe_fingerprint_change,
+                          generator_label, read_fingerprint, weights_ids, write_fingerprint)
 from .io import atomic_write_bytes, check_output_id
-from .options import PseudoConfigError, check_bool, check_fraction, check_int
+from .job_options import JOB_DEFAULTS, resolve_job_options
+from .options import PseudoConfigError
 
 PathLike = Union[str, os.PathLike]
 
@@ -62,8 +68,8 @@ __all__ = [
     'FINGERPRINT_FILE', 'LOCK_FILE', 'RANK_DIR', 'PROVENANCE_DIR', 'SUPERSEDED_DIR', 'REPORT_FILES',
     'JOB_DEFAULTS', 'OutputLayout', 'OutputWriteError', 'WorkDirLockedError', 'WorkDirConflictError',
     'PseudoConfigError', 'resolve_job_options', 'config_fingerprint', 'weights_ids',
-    'read_fingerprint', 'write_fingerprint', 'describe_fingerprint_change', 'has_outputs',
-    'ProvenanceJournal', 'read_provenance', 'WorkDirState', 'inspect_work_dir', 'move_aside',
+    'read_fingerprint', 'write_fingerprint', 'describe_fingerprint_change', 'generator_label',
+    'has_outputs', 'ProvenanceJournal', 'read_provenance', 'WorkDirState', 'inspect_work_dir', 'move_aside',
     'try_flock', 'acquire_work_dir_lock', 'close_inherited_locks', 'check_writable',
 ]
 
@@ -73,20 +79,12 @@ EXIT_WRITE = 2
 EXIT_CONFIG = 3
 EXIT_INTERRUPTED = 130
 
-FINGERPRINT_FILE = 'pseudo_fingerprint.json'
 LOCK_FILE = '.lock'
 RANK_DIR = '.pseudo_ranks'
 PROVENANCE_DIR = '.provenance'
 SUPERSEDED_DIR = 'superseded'
 OUTPUT_SUBDIRS = ('masks', 'confidence', 'cams')
 REPORT_FILES = ('summary.json', 'failures.txt', 'eval.json', 'eval.md', 'eval_iou.png', 'report')
-
-#: Defaults of ``cfg.pseudo_job`` (validated by :func:`resolve_job_options`).
-JOB_DEFAULTS: Dict[str, Any] = dict(
-    save_cams=False, cam_dtype='float16', log_interval=50, exif_transpose=False,
-    max_image_pixels='pil', max_image_memory=4 << 30, evaluate=True, eval_conf_thresholds=[0.95],
-    fsync=True, torch_threads=None, num_workers=0, postprocess_workers=0,
-    verify_resume='crc', report=False)
 
 
 class OutputWriteError(OSError):
@@ -99,197 +97,6 @@ class WorkDirLockedError(RuntimeError):
 
 class WorkDirConflictError(PseudoConfigError):
     """The work dir holds outputs of other (or unknown) settings; resuming would mix them."""
-
-
-# ------------------------------------------------------------------- options
-def _default_workers() -> int:
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
-def resolve_job_options(cfg: Mapping[str, Any], save_cams: Optional[bool] = None) -> Dict[str, Any]:
-    """``JOB_DEFAULTS`` updated with ``cfg.pseudo_job``, every value checked.
-
-    Args:
-        cfg: Job config (its optional ``pseudo_job`` section).
-        save_cams: Command-line override of ``save_cams`` (None: the config's).
-
-    Returns:
-        The resolved options (``num_workers``/``postprocess_workers`` filled in).
-
-    Raises:
-        PseudoConfigError: Unknown option, wrong type or value; the message names it.
-    """
-    section = cfg.get('pseudo_job') or {}
-    if not isinstance(section, Mapping):
-        raise PseudoConfigError(f'pseudo_job must be a dict, got {section!r}')
-    unknown = sorted(set(section) - set(JOB_DEFAULTS))
-    if unknown:
-        raise PseudoConfigError(f'unknown pseudo_job option(s) {unknown}; known: {sorted(JOB_DEFAULTS)}')
-    job = dict(JOB_DEFAULTS)
-    job.update(section)
-    if save_cams is not None:
-        job['save_cams'] = save_cams
-    for key in ('save_cams', 'exif_transpose', 'evaluate', 'fsync', 'report'):
-        job[key] = check_bool(f'pseudo_job.{key}', job[key])
-    try:
-        dtype = np.dtype(job['cam_dtype'])
-    except TypeError as exc:
-        raise PseudoConfigError(f'pseudo_job.cam_dtype {job["cam_dtype"]!r} is not a dtype') from exc
-    if not np.issubdtype(dtype, np.floating):
-        raise PseudoConfigError(f'pseudo_job.cam_dtype must be a float dtype, got {job["cam_dtype"]!r}')
-    job['log_interval'] = check_int('pseudo_job.log_interval', job['log_interval'], lo=1)
-    if job['max_image_pixels'] not in ('pil', None):
-        job['max_image_pixels'] = check_int('pseudo_job.max_image_pixels', job['max_image_pixels'], lo=1)
-    if job['max_image_memory'] is not None:
-        job['max_image_memory'] = check_int('pseudo_job.max_image_memory', job['max_image_memory'], lo=1)
-    thresholds = job['eval_conf_thresholds']
-    if thresholds is None:
-        thresholds = []
-    if not isinstance(thresholds, (list, tuple)):
-        raise PseudoConfigError(f'pseudo_job.eval_conf_thresholds must be a list of numbers in [0, 1], '
-                                f'got {thresholds!r}')
-    job['eval_conf_thresholds'] = [check_fraction('pseudo_job.eval_conf_thresholds', t) for t in thresholds]
-    for key in ('torch_threads',):
-        if job[key] is not None:
-            job[key] = check_int(f'pseudo_job.{key}', job[key], lo=1)
-    for key in ('num_workers', 'postprocess_workers'):
-        job[key] = _default_workers() if job[key] is None else check_int(f'pseudo_job.{key}', job[key], lo=0)
-    if job['verify_resume'] not in ('crc', 'size'):
-        raise PseudoConfigError(f"pseudo_job.verify_resume must be 'crc' or 'size', got {job['verify_resume']!r}")
-    return job
-
-
-# --------------------------------------------------------------- fingerprint
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return repr(obj)
-
-
-def weights_ids(section: Any) -> Dict[str, str]:
-    """Content ids of every existing file a generator section names (weights, checkpoints).
-
-    Walks the section's string values (``clip.pretrained``, ``checkpoint``, ...); those
-    naming an existing file are identified by the sha256 of their content
-    (:func:`wsss_mmseg.clip.weights_id.weights_content_id`, cached like the label files by
-    :mod:`wsss_mmseg.utils.file_hash`).
-
-    Args:
-        section: The ``generator`` config section.
-
-    Returns:
-        ``{path as written: content id}``.
-    """
-    from ..clip.weights_id import weights_content_id
-    found: Dict[str, str] = {}
-
-    def walk(obj: Any) -> None:
-        if isinstance(obj, Mapping):
-            for v in obj.values():
-                walk(v)
-        elif isinstance(obj, (list, tuple)):
-            for v in obj:
-                walk(v)
-        elif isinstance(obj, (str, os.PathLike)):
-            path = os.path.expanduser(os.fspath(obj))
-            if len(path) < 4096 and os.path.isfile(path):
-                found[os.fspath(obj)] = weights_content_id(path)
-
-    walk(section)
-    return found
-
-
-def config_fingerprint(cfg: Mapping[str, Any], job: Mapping[str, Any], *,
-                       source_files: Sequence[PathLike] = (),
-                       weights: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
-    """The settings that determine the output bytes, and their hash.
-
-    Args:
-        cfg: Job config (``pseudo_dataset``, ``generator``, ``mask_maker``).
-        job: Resolved ``pseudo_job`` options.
-        source_files: List/label files of the dataset (content hashed, through the cache of
-            :func:`wsss_mmseg.utils.file_hash.cached_file_sha256`: edits are noticed).
-        weights: Content ids of the generator's weight files (default: :func:`weights_ids`).
-
-    Returns:
-        ``dict(sha256=..., settings=...)``.
-    """
-    if weights is None:
-        weights = weights_ids(cfg.get('generator'))
-    settings = dict(pseudo_dataset=_jsonable(cfg.get('pseudo_dataset')),
-                    generator=_jsonable(cfg.get('generator')),
-                    mask_maker=_jsonable(cfg.get('mask_maker')),
-                    exif_transpose=bool(job['exif_transpose']),
-                    cam_dtype=str(job['cam_dtype']),
-                    label_files={str(p): cached_file_sha256(p) for p in source_files if Path(p).is_file()},
-                    weights=dict(sorted(weights.items())))
-    blob = json.dumps(settings, sort_keys=True).encode()
-    return dict(sha256=hashlib.sha256(blob).hexdigest(), settings=settings)
-
-
-def read_fingerprint(work_dir: PathLike) -> Tuple[str, Optional[Dict[str, Any]]]:
-    """The stored fingerprint and its status.
-
-    Returns:
-        ``('absent', None)``, ``('corrupt', None)`` (unreadable, not JSON, no sha256) or
-        ``('ok', data)``.
-    """
-    path = Path(work_dir) / FINGERPRINT_FILE
-    if not path.exists():
-        return 'absent', None
-    try:
-        data = json.loads(path.read_text(encoding='utf-8'))
-    except (OSError, ValueError):
-        return 'corrupt', None
-    if not isinstance(data, dict) or not isinstance(data.get('sha256'), str):
-        return 'corrupt', None
-    return 'ok', data
-
-
-def write_fingerprint(work_dir: PathLike, fingerprint: Mapping[str, Any]) -> None:
-    """Atomically write ``pseudo_fingerprint.json``."""
-    atomic_write_bytes(Path(work_dir) / FINGERPRINT_FILE,
-                       (json.dumps(fingerprint, indent=1, sort_keys=True) + '\n').encode())
-
-
-def describe_fingerprint_change(old: Optional[Mapping[str, Any]], new: Mapping[str, Any]) -> str:
-    """Which settings differ between two fingerprints, for messages."""
-    if old is None:
-        return 'unknown settings'
-    before = old.get('settings') or {}
-    now = new['settings']
-    changed = []
-    for key in sorted(set(before) | set(now)):
-        if before.get(key) == now.get(key):
-            continue
-        if key in ('label_files', 'weights'):
-            a, b = before.get(key) or {}, now.get(key) or {}
-            files = sorted(f for f in set(a) | set(b) if a.get(f) != b.get(f))
-            changed.append(f'{"label files" if key == "label_files" else "weights content"} {files}')
-        elif isinstance(before.get(key), Mapping) and isinstance(now.get(key), Mapping):
-            a, b = before[key], now[key]
-            sub = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            changed.append(f'{key} ({", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sub)[:300]})')
-        else:
-            changed.append(key)
-    return ', '.join(changed) or 'nothing visible'
-
-
-def generator_label(fp: Optional[Mapping[str, Any]]) -> str:
-    """``<generator type> (settings <sha12>)`` for messages."""
-    if fp is None:
-        return 'unknown settings'
-    gen = (fp.get('settings') or {}).get('generator') or {}
-    typ = gen.get('type', '?') if isinstance(gen, Mapping) else '?'
-    return f'{typ} (settings {str(fp.get("sha256", "?"))[:12]})'
 
 
 # ------------------------------------------------------------------- layout
@@ -519,70 +326,7 @@ def move_aside(work_dir: PathLike, stored: Optional[Mapping[str, Any]] = None) -
     return dest
 
 
-# -------------------------------------------------------------------- locks
-#: File descriptors of the locks this process holds. A ``flock`` belongs to the open file,
-#: which forked children (data-loading and post-processing workers) share: they close
-#: these descriptors first (:func:`close_inherited_locks`), so that a killed job's
-#: orphaned workers never keep its work dir locked.
-_HELD_LOCK_FDS: set = set()
-
-
-class _LockFile:
-    """An open lock file; ``close()`` releases the lock."""
-
-    def __init__(self, f: Any) -> None:
-        self._f = f
-        _HELD_LOCK_FDS.add(f.fileno())
-
-    def fileno(self) -> int:
-        return self._f.fileno()
-
-    def close(self) -> None:
-        if not self._f.closed:
-            _HELD_LOCK_FDS.discard(self._f.fileno())
-            self._f.close()
-
-
-def close_inherited_locks() -> None:
-    """In a forked worker: drop the parent's lock descriptors (the parent keeps its lock)."""
-    for fd in list(_HELD_LOCK_FDS):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _HELD_LOCK_FDS.clear()
-
-
-def try_flock(path: PathLike) -> Tuple[Optional[Any], Optional[str]]:
-    """Try to take an exclusive advisory ``flock`` on ``path`` without waiting.
-
-    Args:
-        path: Lock file (created if missing).
-
-    Returns:
-        ``(open file, None)`` when taken (keep it open to hold the lock), ``(None, holder)``
-        when another process holds it, ``(None, None)`` where ``fcntl`` is unavailable.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory lock
-        return None, None
-    f = open(path, 'a+', encoding='utf-8')
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or 'holder unknown'
-        f.close()
-        return None, holder
-    f.seek(0)
-    f.truncate()
-    f.write(f'pid {os.getpid()} on {socket.gethostname()} since '
-            f'{datetime.datetime.now().isoformat(timespec="seconds")}\n')
-    f.flush()
-    return _LockFile(f), None
-
-
+# --------------------------------------------------------------------- lock
 def acquire_work_dir_lock(work_dir: PathLike) -> Optional[Any]:
     """Take the exclusive lock of ``work_dir`` (``<work_dir>/.lock``), without waiting.
 
@@ -627,5 +371,3 @@ def check_writable(work_dir: PathLike) -> None:
         probe.unlink()
     except OSError as exc:
         raise PermissionError(f'the output directory {work_dir} is not writable: {exc}') from exc
-
-
