@@ -88,23 +88,28 @@ Failures
 The hook logs what it did (``runner.logger``): ``generated N pseudo label(s)``,
 ``reused N pseudo label(s)``, the reason, timings and the pseudo-label mIoU
 when the job evaluated against GT masks.
+
+The hook's parts: :mod:`wsss_mmseg.hooks.pseudo_label_decision` (the decision above, rank
+0's planning and locking), :mod:`wsss_mmseg.hooks.pseudo_label_files` (the train dataset's
+label folders and files) and :mod:`wsss_mmseg.hooks.training_state` (random states,
+thread count and train-loop iterator kept as without the hook).
 """
 from __future__ import annotations
 
 import copy
 import os
 import os.path as osp
-import random
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
+
+from .pseudo_label_decision import MODES, decide_action, error_types, make_decision
+from .pseudo_label_files import label_dirs_of, list_missing, missing_label_files, pseudo_datasets_of
+from .training_state import preserved_process_state, replace_train_dataset, restart_train_iterator
 
 __all__ = ['PseudoLabelHook', 'decide_action', 'pseudo_datasets_of', 'label_dirs_of',
            'missing_label_files', 'GENERATOR_SECTIONS', 'MODES']
@@ -114,166 +119,8 @@ PathLike = Union[str, os.PathLike]
 #: Config sections the pseudo-label job reads (the last one is optional).
 GENERATOR_SECTIONS = ('pseudo_dataset', 'generator', 'mask_maker', 'pseudo_job')
 _REQUIRED_SECTIONS = GENERATOR_SECTIONS[:3]
-#: Values of ``PseudoLabelHook(mode=...)``.
-MODES = ('auto', 'reuse', 'regenerate')
-_MAX_LISTED = 20
-def _error_types() -> Dict[str, type]:
-    from ..pseudo.workdir import PseudoConfigError, WorkDirConflictError, WorkDirLockedError
-    return {cls.__name__: cls for cls in
-            (ValueError, KeyError, RuntimeError, FileNotFoundError, PermissionError,
-             NotADirectoryError, TypeError, PseudoConfigError, WorkDirConflictError, WorkDirLockedError)}
 
 
-# ------------------------------------------------------------ pure helpers
-def decide_action(state: Any, *, mode: str, configured: Optional[Mapping[str, Any]]) -> Tuple[str, str]:
-    """Decide what to do with a pseudo-label folder (rules in the module docstring).
-
-    Args:
-        state: :class:`wsss_mmseg.pseudo.workdir.WorkDirState` of the folder.
-        mode: ``'auto'``, ``'reuse'`` or ``'regenerate'``.
-        configured: Fingerprint of the configured sections (None: unknown, only
-            allowed with ``mode='reuse'``).
-
-    Returns:
-        ``(action, reason)``; action is ``'reuse'``, ``'resume'``, ``'generate'`` or
-        ``'regenerate'``.
-
-    Raises:
-        ValueError: Unknown mode; in ``auto`` mode, outputs of other or unknown settings.
-    """
-    from ..pseudo.workdir import describe_fingerprint_change, generator_label
-    if mode not in MODES:
-        raise ValueError(f'PseudoLabelHook mode must be one of {MODES}, got {mode!r}')
-    status = state.fingerprint_status
-    if mode == 'reuse':
-        notes = []
-        if status == 'differs':
-            notes.append(f'they were made by {generator_label(state.stored)}, not by the configured '
-                         f'{generator_label(configured)}')
-        elif status in ('absent', 'corrupt') and state.has_outputs:
-            notes.append('no readable fingerprint: their settings are unknown')
-        if configured is not None and status == 'match' and state.missing:
-            notes.append(f'{state.missing} of {state.total} images of pseudo_dataset have no pseudo label')
-        return 'reuse', "mode='reuse'" + (f' ({"; ".join(notes)})' if notes else '')
-    if configured is None:
-        raise ValueError(f"PseudoLabelHook(mode={mode!r}) needs the config's generator sections")
-    if mode == 'regenerate':
-        return 'regenerate', "mode='regenerate' (any previous set is moved to superseded/)"
-    if status == 'match':
-        if not state.missing:
-            return 'reuse', 'all images done, fingerprint matches the config'
-        return 'resume', (f'{state.missing} of {state.total} images missing (an interrupted or partly '
-                          'failed run), fingerprint matches')
-    if status == 'absent' and not state.has_outputs:
-        return 'generate', 'no pseudo labels yet'
-    if status == 'differs':
-        made_by = (f'pseudo labels made by {generator_label(state.stored)}, while this config makes them with '
-                   f'{generator_label(configured)} (changed: '
-                   f'{describe_fingerprint_change(state.stored, configured)})')
-    else:
-        made_by = ('pseudo labels without a readable pseudo_fingerprint.json (not made by the wsss_mmseg job, '
-                   'or by an older version), so their settings are unknown')
-    raise ValueError(
-        f"holds {made_by}. The hook never deletes or overwrites labels it did not make: use "
-        "PseudoLabelHook(mode='reuse') (--cfg-options custom_hooks.<i>.mode=reuse) to train on them as "
-        "they are, or mode='regenerate' to move them to superseded/ and make new ones")
-
-
-def pseudo_datasets_of(dataset: Any) -> List[Any]:
-    """The ``PseudoLabelSegDataset`` instances inside a (possibly wrapped) dataset.
-
-    Looks through ``.datasets`` (concatenations) and ``.dataset`` (repeat,
-    class-balanced, mix, subset wrappers).
-
-    Args:
-        dataset: The train dataset.
-
-    Returns:
-        The datasets found, in traversal order.
-    """
-    from ..datasets.pseudo_seg import PseudoLabelSegDataset
-    found: List[Any] = []
-    seen = set()
-    queue = [dataset]
-    while queue:
-        ds = queue.pop(0)
-        if ds is None or id(ds) in seen:
-            continue
-        seen.add(id(ds))
-        if isinstance(ds, PseudoLabelSegDataset):
-            found.append(ds)
-            continue
-        queue.extend(list(getattr(ds, 'datasets', None) or []))
-        inner = getattr(ds, 'dataset', None)
-        if inner is not None:
-            queue.append(inner)
-    return found
-
-
-def label_dirs_of(dataset: Any) -> Tuple[str, str]:
-    """Mask and confidence folders a ``PseudoLabelSegDataset`` reads.
-
-    Args:
-        dataset: A built ``PseudoLabelSegDataset``.
-
-    Returns:
-        ``(mask_dir, conf_dir)`` as absolute, normalised paths.
-    """
-    mask_dir = dataset.data_prefix['seg_map_path']
-    conf_dir = dataset.data_prefix.get('conf_path') or osp.join(
-        osp.dirname(osp.normpath(mask_dir)), 'confidence')
-    return osp.abspath(mask_dir), osp.abspath(conf_dir)
-
-
-def missing_label_files(datasets: Sequence[Any]) -> List[Dict[str, Any]]:
-    """Samples whose mask or confidence file does not exist.
-
-    Args:
-        datasets: Built ``PseudoLabelSegDataset`` instances.
-
-    Returns:
-        One dict per incomplete sample: ``dataset`` (position in
-        ``datasets``), ``index``, ``img_path``, ``missing`` (list of paths).
-    """
-    out: List[Dict[str, Any]] = []
-    for d, ds in enumerate(datasets):
-        for i in range(len(ds)):
-            info = ds.get_data_info(i)
-            missing = [info[k] for k in ('seg_map_path', 'conf_path')
-                       if not info.get(k) or not osp.isfile(info[k])]
-            if missing:
-                out.append(dict(dataset=d, index=i, img_path=info.get('img_path'),
-                                missing=missing))
-    return out
-
-
-def _list_missing(missing: Sequence[Mapping[str, Any]]) -> str:
-    lines = [f'  {m["img_path"]}: no {", ".join(m["missing"])}' for m in missing[:_MAX_LISTED]]
-    if len(missing) > _MAX_LISTED:
-        lines.append(f'  ... and {len(missing) - _MAX_LISTED} more')
-    return '\n'.join(lines)
-
-
-@contextmanager
-def _preserved_process_state() -> Iterator[None]:
-    """Restore torch threads and the python/numpy/torch/CUDA random states on exit."""
-    threads = torch.get_num_threads()
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    torch_state = torch.get_rng_state()
-    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        torch.set_rng_state(torch_state)
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
-
-
-# --------------------------------------------------------------------- hook
 @HOOKS.register_module()
 class PseudoLabelHook(Hook):
     """Generate or reuse the training's pseudo labels before the first batch (see module docs).
@@ -419,7 +266,8 @@ class PseudoLabelHook(Hook):
         lock = job_plan = None
         if rank == 0:
             try:
-                decision, lock, job_plan = self._plan(cfg, out_dir, training_started=runner.iter > 0)
+                decision, lock, job_plan = make_decision(cfg, out_dir, mode=self.mode,
+                                                         training_started=runner.iter > 0)
             except Exception as exc:  # noqa: BLE001 - every rank raises it
                 self._share([dict(error=(type(exc).__name__, str(exc)))])
                 raise
@@ -427,7 +275,7 @@ class PseudoLabelHook(Hook):
             decision = self._share([decision])[0]
             if 'error' in decision:
                 name, msg = decision['error']
-                raise _error_types().get(name, RuntimeError)(msg)
+                raise error_types().get(name, RuntimeError)(msg)
             action, reason = decision['action'], decision['reason']
             self.last_action = action
             if decision.get('warning'):
@@ -475,70 +323,9 @@ class PseudoLabelHook(Hook):
 
         dropped = self._check_training_files(runner, pseudo_sets, dataset)
         if generated and not dropped:  # (a rebuilt dataloader has a fresh iterator)
-            _restart_train_iterator(loop)
+            restart_train_iterator(loop)
         runner.logger.info(f'PseudoLabelHook: done in {time.perf_counter() - started:.1f} s')
 
-    def _plan(self, cfg: Any, out_dir: Path, *,
-              training_started: bool) -> Tuple[Dict[str, Any], Any, Any]:
-        """Rank 0: plan the job, take the work dir's lock, inspect the folder (work-dir rules), decide.
-
-        Args:
-            cfg: The generator sections (None: absent, ``mode='reuse'`` only).
-            out_dir: The pseudo-label folder.
-            training_started: The training resumes from a checkpoint.
-
-        Returns:
-            ``(decision, lock, job_plan)``: the decision every rank follows (``action``,
-            ``reason``, ``done``, ``total``, optional ``warning``); the held lock
-            (:func:`wsss_mmseg.pseudo.workdir.acquire_work_dir_lock`; None when reusing)
-            and the :class:`wsss_mmseg.pseudo.job.JobPlan` the job runs with (None when
-            reusing) -- the label source is built and the fingerprint taken only here.
-        """
-        from ..pseudo.job import plan_pseudo_job
-        from ..pseudo.workdir import acquire_work_dir_lock, inspect_work_dir
-        job_plan = None
-        unchecked = None
-        if cfg is not None:
-            try:
-                job_plan = plan_pseudo_job(cfg)
-            except Exception as exc:  # noqa: BLE001 - only fatal when we must generate
-                if self.mode != 'reuse':
-                    raise
-                unchecked = f'{type(exc).__name__}: {exc}'
-        configured = job_plan.fingerprint if job_plan is not None else None
-        ids = job_plan.ids if job_plan is not None else []
-        job = job_plan.job if job_plan is not None else dict(save_cams=False, verify_resume='crc')
-        lock = None
-        if self.mode != 'reuse':
-            out_dir.mkdir(parents=True, exist_ok=True)
-            # before inspecting: no other training or tools/generate_pseudo.py job writes here
-            lock = acquire_work_dir_lock(out_dir)
-        try:
-            state = inspect_work_dir(out_dir, ids, configured or dict(sha256=None, settings={}),
-                                     save_cams=bool(job['save_cams']), verify=job['verify_resume'])
-            try:
-                action, reason = decide_action(state, mode=self.mode, configured=configured)
-            except ValueError as exc:
-                raise ValueError(f'PseudoLabelHook: {out_dir} {exc}') from exc
-        except BaseException:
-            if lock is not None:
-                lock.close()
-            raise
-        decision: Dict[str, Any] = dict(action=action, reason=reason, done=len(state.done),
-                                        total=state.total)
-        if action == 'reuse':
-            if lock is not None:
-                lock.close()
-            lock = job_plan = None
-            if unchecked is not None:
-                decision['warning'] = (f'reusing {out_dir} without checking its fingerprint: the '
-                                       f'pseudo_dataset section cannot be built ({unchecked})')
-            elif self.mode == 'reuse' and reason != "mode='reuse'":
-                decision['warning'] = f'reusing {out_dir}: {reason}'
-        elif action == 'regenerate' and training_started:
-            decision['warning'] = ('regenerating the pseudo labels of a training that resumes from '
-                                   'a checkpoint: the rest of the training uses the new labels')
-        return decision, lock, job_plan
 
     @staticmethod
     def _share(objs: List[Any]) -> List[Any]:
@@ -552,7 +339,7 @@ class PseudoLabelHook(Hook):
                   plan: Optional[Any]) -> Dict[str, Any]:
         """Run the job (every rank); ``plan``: rank 0's :class:`~wsss_mmseg.pseudo.job.JobPlan`."""
         from ..pseudo.job import run_pseudo_job
-        with _preserved_process_state():
+        with preserved_process_state():
             try:
                 return run_pseudo_job(cfg, work_dir=out_dir, resume=resume, logger=runner.logger,
                                       lock_held=True, plan=plan)
@@ -583,7 +370,7 @@ class PseudoLabelHook(Hook):
             return False
         total = sum(len(ds) for ds in pseudo_sets)
         text = (f'{len(missing)} of {total} training image(s) have no pseudo label or '
-                f'confidence file:\n{_list_missing(missing)}')
+                f'confidence file:\n{list_missing(missing)}')
         if not self.allow_failures:
             raise FileNotFoundError(
                 f'PseudoLabelHook: {text}\nEither their generation failed, or the training '
@@ -599,51 +386,5 @@ class PseudoLabelHook(Hook):
             raise FileNotFoundError(f'PseudoLabelHook: {text}\nno training image is left')
         runner.logger.warning(f'PseudoLabelHook: {text}\nallow_failures=True: training on the '
                               f'other {len(keep)} image(s)')
-        _replace_train_dataset(runner, dataset.get_subset(keep))
+        replace_train_dataset(runner, dataset.get_subset(keep))
         return True
-
-
-# ------------------------------------------------------- loop plumbing
-def _restart_train_iterator(loop: Any) -> None:
-    """Recreate a train loop's dataloader iterator if it was started (mmengine <= 0.10.7).
-
-    ``IterBasedTrainLoop`` of mmengine 0.10.7 starts iterating (and worker
-    prefetching) in its constructor; the batches prefetched before the labels
-    existed are discarded here. An ``InfiniteSampler``'s shared index stream is
-    rewound and the global torch random state is kept (a new torch iterator
-    draws its worker base seed from it), so that the batches equal those of a
-    run without restart -- exactly so for ``num_workers=0`` and for persistent
-    workers (our configs), which torch resumes instead of restarting.
-    """
-    it = getattr(loop, 'dataloader_iterator', None)
-    if it is None or getattr(it, '_iterator', None) is None:
-        return  # not started yet (onedl-mmengine creates it lazily; epoch loops iterate later)
-    sampler = getattr(loop.dataloader, 'sampler', None)
-    if hasattr(sampler, 'indices') and hasattr(sampler, '_indices_of_rank'):
-        sampler.indices = sampler._indices_of_rank()
-    state = torch.get_rng_state()
-    try:
-        loop.dataloader_iterator = type(it)(loop.dataloader)
-    finally:
-        torch.set_rng_state(state)
-
-
-def _replace_train_dataset(runner: Any, dataset: Any) -> None:
-    """Rebuild the train dataloader around ``dataset`` (same config otherwise)."""
-    loop = runner.train_loop
-    loader_cfg = runner.cfg.train_dataloader
-    loader_cfg = loader_cfg.to_dict() if hasattr(loader_cfg, 'to_dict') else dict(loader_cfg)
-    loader_cfg['dataset'] = dataset
-    randomness = runner.cfg.get('randomness') or {}
-    state = torch.get_rng_state()
-    try:
-        loop.dataloader = runner.build_dataloader(
-            loader_cfg, seed=runner.seed,
-            diff_rank_seed=bool(randomness.get('diff_rank_seed', False)))
-        it = getattr(loop, 'dataloader_iterator', None)
-        if it is not None:
-            loop.dataloader_iterator = type(it)(loop.dataloader)
-    finally:
-        torch.set_rng_state(state)
-    if hasattr(loop, '_max_epochs') and type(loop).__name__ == 'EpochBasedTrainLoop':
-        loop._max_iters = loop._max_epochs * len(loop.dataloader)
