@@ -38,7 +38,7 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS, MODELS
 
 from ..classic.erasing import erase_with_fill, mine_regions
-from ..models.classic import ClassifierCAMGenerator
+from ..models.classic_cam_generator import ClassifierCAMGenerator
 
 __all__ = ['AdversarialErasingHook', 'AdversarialErasingCAMGenerator', 'load_rounds',
            'run_adversarial_erasing']
@@ -107,7 +107,7 @@ class AdversarialErasingHook(Hook):
         from mmengine.dist import barrier, get_dist_info
         from mmengine.model import is_model_wrapper
 
-        from ..models.classic import _model_input, classifier_cams
+        from ..models.classic_cam_generator import _model_input, classifier_cams
         from ..utils.images import load_rgb
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         dataset = runner.train_dataloader.dataset

@@ -18,7 +18,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..classic.acol import acol_erase_mask, acol_fuse, erase_features
-from .classic import MultiLabelClsHead, _bce
+from .classic_heads import MultiLabelClsHead, _bce
 
 __all__ = ['ACoLHead']
 

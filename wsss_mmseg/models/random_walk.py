@@ -201,7 +201,7 @@ class RandomWalkGenerator(PseudoLabelGenerator):
 
     def embedding(self, img_rgb_uint8: np.ndarray) -> Tensor:
         """``(D, h, w)`` AffinityNet embedding of one RGB image."""
-        from .classic import _model_input
+        from .classic_cam_generator import _model_input
         x = _model_input(self.net, img_rgb_uint8, self.device)
         h, w = x.shape[1:]
         if self.max_side is not None and max(h, w) > self.max_side:

@@ -93,7 +93,7 @@ class SegmenterGenerator(PseudoLabelGenerator):
         Returns:
             ``dict(keys, cam (K, H0, W0) float32, cam_refined=None)``.
         """
-        from .classic import _model_input
+        from .classic_cam_generator import _model_input
         img = np.asarray(img_rgb_uint8)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f'expected an (H, W, 3) uint8 RGB image, got {img.shape} {img.dtype}')
