@@ -26,27 +26,29 @@
 
 Built models are in eval mode with ``requires_grad=False`` everywhere and are cached, so
 the image and text encoders of one config share one instance (:func:`clear_clip_cache`).
+
+The OpenAI-format geometry inference lives in :mod:`wsss_mmseg.clip.openai_config`, the
+instantiation and strict filling of architectures in :mod:`wsss_mmseg.clip.architecture`;
+this module re-exports their public names.
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
 import functools
 import logging
 import os
-import re
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import open_clip
 import torch
-from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, convert_to_custom_text_state_dict, \
-    convert_weights_to_lp, get_cast_dtype
+from open_clip.model import convert_to_custom_text_state_dict
 from torch import nn
 
-from .checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint_file
+from .architecture import _apply_precision, _create_open_clip, build_openai_architecture, load_state_dict_strict
+from .checkpoint import CheckpointMismatchError, load_checkpoint_file
 from .download import PretrainedDownloadError, download_weights
-from .skip_init import skip_random_fills
+from .openai_config import OPENAI_SCALAR_KEYS, compare_model_configs, infer_openai_config, is_openai_format
 
 __all__ = [
     'PRECISIONS',
@@ -68,9 +70,7 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, 'os.PathLike[str]']
 
 PRECISIONS = ('fp32', 'fp16', 'bf16', 'pure_fp16', 'pure_bf16')
-OPENAI_SCALAR_KEYS = ('input_resolution', 'context_length', 'vocab_size')
 _CHECKPOINT_SUFFIXES = ('.pt', '.pth', '.bin', '.ckpt', '.safetensors', '.pkl', '.tar')
-_RANDOM_INIT_SEED = 0
 
 
 # --------------------------------------------------------------------------------------
@@ -127,285 +127,8 @@ def _model_config(name: str) -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------
-# OpenAI-format geometry
+# Loading a checkpoint file
 # --------------------------------------------------------------------------------------
-
-def _layer_indices(state_dict: Mapping[str, torch.Tensor], prefix: str) -> List[int]:
-    pattern = re.compile(re.escape(prefix) + r'(\d+)\.')
-    return sorted({int(m.group(1)) for k in state_dict for m in [pattern.match(k)] if m})
-
-
-def _contiguous_count(indices: List[int], what: str, path: str) -> int:
-    if indices != list(range(len(indices))):
-        raise CheckpointError(f"checkpoint '{path}': {what} indices {indices} are not 0..N-1.")
-    return len(indices)
-
-
-def _openai_heads(width: int) -> int:
-    """OpenAI's head convention (``width // 64``), at least one head for tiny widths."""
-    return max(1, width // 64)
-
-
-def _require(state_dict: Mapping[str, torch.Tensor], keys: Tuple[str, ...], path: str) -> None:
-    missing = [k for k in keys if k not in state_dict]
-    if missing:
-        sample = list(state_dict)[:5]
-        raise CheckpointError(
-            f"checkpoint '{path}' is not an OpenAI-layout CLIP state dict: missing "
-            f'{missing} (its first keys are {sample}). Pass model_name=<open_clip architecture> '
-            'for checkpoints in another layout.')
-
-
-def infer_openai_config(state_dict: Mapping[str, torch.Tensor], *, path: str = '<state dict>'
-                        ) -> Dict[str, Any]:
-    """Infer an open_clip model config from an OpenAI-layout CLIP state dict.
-
-    Works for any width/depth of the ViT and ModifiedResNet architectures. Heads are not
-    stored in the weights: OpenAI's convention ``width // 64`` is used (at least 1; for
-    ModifiedResNet ``width * 32 // 64``). The MLP ratio is read from the ``c_fc`` shapes.
-
-    Args:
-        state_dict: OpenAI key names (``visual.conv1.weight``, ``transformer.resblocks.0...``).
-        path: Source name for error messages.
-
-    Returns:
-        ``{'embed_dim', 'quick_gelu': True, 'vision_cfg': {...}, 'text_cfg': {...}}`` in
-        open_clip's config format.
-
-    Raises:
-        CheckpointError: Required keys are missing or the shapes are inconsistent.
-    """
-    _require(state_dict, ('visual.conv1.weight', 'text_projection', 'token_embedding.weight',
-                          'positional_embedding', 'ln_final.weight'), path)
-    vision: Dict[str, Any]
-    if 'visual.proj' in state_dict:
-        _require(state_dict, ('visual.positional_embedding',), path)
-        conv = state_dict['visual.conv1.weight']
-        width, patch = int(conv.shape[0]), int(conv.shape[-1])
-        n_pos = int(state_dict['visual.positional_embedding'].shape[0])
-        grid = round((n_pos - 1) ** 0.5)
-        if grid * grid + 1 != n_pos:
-            raise CheckpointError(
-                f"checkpoint '{path}': visual.positional_embedding has {n_pos} rows, not 1 + a "
-                'square grid; cannot infer the native image size.')
-        layers = _contiguous_count(
-            [i for i in _layer_indices(state_dict, 'visual.transformer.resblocks.')
-             if f'visual.transformer.resblocks.{i}.attn.in_proj_weight' in state_dict],
-            'visual.transformer.resblocks', path)
-        if layers == 0:
-            raise CheckpointError(f"checkpoint '{path}' has no visual.transformer.resblocks.")
-        heads = _openai_heads(width)
-        if width % heads:
-            raise CheckpointError(
-                f"checkpoint '{path}': vision width {width} is not divisible by {heads} heads.")
-        mlp = state_dict.get('visual.transformer.resblocks.0.mlp.c_fc.weight')
-        vision = dict(layers=layers, width=width, head_width=width // heads, patch_size=patch,
-                      image_size=patch * grid,
-                      mlp_ratio=float(mlp.shape[0]) / width if mlp is not None else 4.0)
-    elif 'visual.attnpool.positional_embedding' in state_dict:
-        _require(state_dict, ('visual.layer1.0.conv1.weight',), path)
-        counts = tuple(
-            len({k.split('.')[2] for k in state_dict if k.startswith(f'visual.layer{b}.')})
-            for b in (1, 2, 3, 4))
-        if min(counts) == 0:
-            raise CheckpointError(f"checkpoint '{path}': ResNet stage sizes {counts} contain an empty stage.")
-        n_pos = int(state_dict['visual.attnpool.positional_embedding'].shape[0])
-        out_grid = round((n_pos - 1) ** 0.5)
-        if out_grid * out_grid + 1 != n_pos:
-            raise CheckpointError(
-                f"checkpoint '{path}': visual.attnpool.positional_embedding has {n_pos} rows, "
-                'not 1 + a square grid.')
-        vision = dict(layers=counts, width=int(state_dict['visual.layer1.0.conv1.weight'].shape[0]),
-                      head_width=64, patch_size=None, image_size=out_grid * 32)
-    else:
-        raise CheckpointError(
-            f"checkpoint '{path}' has neither 'visual.proj' (ViT) nor "
-            "'visual.attnpool.positional_embedding' (ModifiedResNet); not an OpenAI-layout CLIP.")
-
-    text_width = int(state_dict['ln_final.weight'].shape[0])
-    text_layers = _contiguous_count(_layer_indices(state_dict, 'transformer.resblocks.'),
-                                    'transformer.resblocks', path)
-    text_heads = _openai_heads(text_width)
-    if text_width % text_heads:
-        raise CheckpointError(
-            f"checkpoint '{path}': text width {text_width} is not divisible by {text_heads} heads.")
-    text_mlp = state_dict.get('transformer.resblocks.0.mlp.c_fc.weight')
-    text = dict(context_length=int(state_dict['positional_embedding'].shape[0]),
-                vocab_size=int(state_dict['token_embedding.weight'].shape[0]),
-                width=text_width, heads=text_heads, layers=text_layers,
-                mlp_ratio=float(text_mlp.shape[0]) / text_width if text_mlp is not None else 4.0)
-    return dict(embed_dim=int(state_dict['text_projection'].shape[1]), quick_gelu=True,
-                vision_cfg=vision, text_cfg=text)
-
-
-def is_openai_format(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    """Whether a state dict carries OpenAI's release markers.
-
-    Markers: one of the int scalars ``input_resolution``/``context_length``/``vocab_size``,
-    or OpenAI's mixed precision (``visual.conv1.weight`` fp16 while ``ln_final.weight``
-    is fp32).
-
-    Args:
-        state_dict: Flat state dict.
-
-    Returns:
-        True when the file should be treated as an OpenAI release.
-    """
-    if any(k in state_dict for k in OPENAI_SCALAR_KEYS):
-        return True
-    conv, ln = state_dict.get('visual.conv1.weight'), state_dict.get('ln_final.weight')
-    return (conv is not None and ln is not None and conv.dtype == torch.float16
-            and ln.dtype == torch.float32)
-
-
-_IGNORED_VISION_FIELDS = {'patch_dropout', 'output_tokens', 'timm_model_pretrained', 'head_width'}
-_IGNORED_TEXT_FIELDS = {'output_tokens', 'hf_model_pretrained', 'hf_tokenizer_name', 'tokenizer_mode',
-                        'tokenizer_kwargs'}
-
-
-def _comparable(cfg: Mapping[str, Any]) -> Dict[str, Any]:
-    """Flatten a model config into ``{'field.path': value}`` of architecture-relevant fields."""
-    vision = asdict(CLIPVisionCfg(**cfg.get('vision_cfg', {})))
-    text = asdict(CLIPTextCfg(**cfg.get('text_cfg', {})))
-    if isinstance(vision['layers'], (list, tuple)):
-        vision['layers'] = tuple(vision['layers'])
-        vision['heads'] = vision['width'] * 32 // vision['head_width']
-        vision['patch_size'] = None
-    else:
-        vision['heads'] = vision['width'] // vision['head_width']
-    if isinstance(vision['image_size'], (list, tuple)) and len(set(vision['image_size'])) == 1:
-        vision['image_size'] = vision['image_size'][0]
-    for field in ('mlp_ratio',):
-        vision[field], text[field] = float(vision[field]), float(text[field])
-    flat: Dict[str, Any] = {'embed_dim': cfg.get('embed_dim')}
-    flat.update({f'vision_cfg.{k}': v for k, v in vision.items() if k not in _IGNORED_VISION_FIELDS})
-    flat.update({f'text_cfg.{k}': v for k, v in text.items() if k not in _IGNORED_TEXT_FIELDS})
-    for key in ('custom_text', 'init_logit_bias', 'nonscalar_logit_scale', 'multimodal_cfg'):
-        flat[key] = cfg.get(key) or None
-    return flat
-
-
-def compare_model_configs(file_cfg: Mapping[str, Any], named_cfg: Mapping[str, Any]
-                          ) -> List[Tuple[str, Any, Any]]:
-    """Architecture fields that differ between two open_clip model configs.
-
-    ``quick_gelu`` is not compared (OpenAI weights always use QuickGELU, whatever the
-    named config says); neither are training-only and tokenizer fields.
-
-    Args:
-        file_cfg: Config inferred from a checkpoint.
-        named_cfg: Config of a named open_clip architecture.
-
-    Returns:
-        ``[(field, file value, config value), ...]``, empty when they match.
-    """
-    a, b = _comparable(file_cfg), _comparable(named_cfg)
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
-def build_openai_architecture(cfg: Mapping[str, Any], *, precision: str = 'fp32',
-                              skip_init: bool = False) -> CLIP:
-    """Instantiate an (untrained) open_clip ``CLIP`` for an inferred OpenAI config.
-
-    Parameters are fp32; ``precision`` only selects the LayerNorm flavour (fp32-computing
-    LayerNorm for the mixed-precision modes), exactly as open_clip does. The global torch
-    RNG is left untouched.
-
-    Args:
-        cfg: Output of :func:`infer_openai_config`.
-        precision: One of :data:`PRECISIONS`.
-        skip_init: Leave the parameters uninitialised (:func:`skip_random_fills`); only for a
-            model that :func:`load_state_dict_strict` fills next.
-
-    Returns:
-        The model (random weights, or uninitialised with ``skip_init``; QuickGELU).
-    """
-    fills = skip_random_fills() if skip_init else contextlib.nullcontext()
-    with torch.random.fork_rng(devices=[]), fills:
-        torch.manual_seed(_RANDOM_INIT_SEED)
-        return CLIP(int(cfg['embed_dim']), vision_cfg=CLIPVisionCfg(**cfg['vision_cfg']),
-                    text_cfg=CLIPTextCfg(**cfg['text_cfg']), quick_gelu=True,
-                    cast_dtype=get_cast_dtype(precision))
-
-
-# --------------------------------------------------------------------------------------
-# Loading state dicts
-# --------------------------------------------------------------------------------------
-
-def _preview(items: List[Any], n: int = 5) -> str:
-    shown = ', '.join(str(i) for i in items[:n])
-    return shown + (f', ... ({len(items)} in all)' if len(items) > n else '')
-
-
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
-                           path: str, model_desc: str) -> None:
-    """Load a state dict requiring an exact key and shape match, with a readable error.
-
-    Entries that name non-persistent buffers of ``model`` (e.g. the text ``attn_mask`` a
-    scripted archive carries) and OpenAI's int scalars are ignored.
-
-    Args:
-        model: Target model.
-        state_dict: Tensors to load (dtype is converted by ``load_state_dict``).
-        path: Checkpoint name for error messages.
-        model_desc: Model description for error messages.
-
-    Raises:
-        CheckpointMismatchError: Missing/unexpected keys or shape mismatches (the first few
-            offending keys are named).
-    """
-    expected = model.state_dict()
-    non_persistent = {name for name, _ in model.named_buffers()} - set(expected)
-    state = {k: v for k, v in state_dict.items()
-             if k not in non_persistent and k not in OPENAI_SCALAR_KEYS}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f'{k} (file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})'
-              for k in expected if k in state and state[k].shape != expected[k].shape]
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} missing keys: {_preview(missing)}')
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected keys: {_preview(unexpected)}')
-    if shapes:
-        problems.append(f'{len(shapes)} shape mismatches: {_preview(shapes)}')
-    if problems:
-        raise CheckpointMismatchError(
-            f"checkpoint '{path}' does not fit {model_desc}: " + '; '.join(problems) + '.')
-    model.load_state_dict(state, strict=True)
-
-
-def _apply_precision(model: nn.Module, precision: str, device: torch.device) -> None:
-    if precision in ('fp16', 'bf16'):
-        model.to(device=device)
-        convert_weights_to_lp(model, dtype=torch.float16 if precision == 'fp16' else torch.bfloat16)
-    elif precision in ('pure_fp16', 'pure_bf16'):
-        model.to(device=device, dtype=torch.float16 if precision == 'pure_fp16' else torch.bfloat16)
-    else:
-        model.to(device=device)
-
-
-class _DropRandomInitWarning(logging.Filter):
-    """Hide open_clip's 'initialized randomly' warning for models we fill ourselves."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return 'Model initialized randomly' not in record.getMessage()
-
-
-def _create_open_clip(name: str, precision: str, quick_gelu: bool, skip_init: bool = False) -> nn.Module:
-    """``open_clip.create_model`` without weights; global RNG untouched, init seeded (or skipped:
-    only when :func:`load_state_dict_strict` fills the model next)."""
-    root, quiet = logging.getLogger(), _DropRandomInitWarning()
-    root.addFilter(quiet)
-    fills = skip_random_fills() if skip_init else contextlib.nullcontext()
-    try:
-        with torch.random.fork_rng(devices=[]), fills:
-            torch.manual_seed(_RANDOM_INIT_SEED)
-            return open_clip.create_model(name, pretrained=None, precision=precision, device='cpu',
-                                          force_quick_gelu=quick_gelu)
-    finally:
-        root.removeFilter(quiet)
-
 
 def _model_from_file(name: Optional[str], path: str, *, precision: str, device: torch.device,
                      allow_unsafe_pickle: bool, quick_gelu: bool) -> nn.Module:

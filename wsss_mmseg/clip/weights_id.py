@@ -64,7 +64,7 @@ def _random_init_id(model_name: Optional[str]) -> str:
     if not model_name:
         raise ValueError('weights_content_id(None) (random weights) needs the model_name that '
                          'defines the architecture')
-    from .factory import _RANDOM_INIT_SEED  # the seed build_clip initialises with
+    from .architecture import _RANDOM_INIT_SEED  # the seed build_clip initialises with
     return (f'random:{model_name}:seed={_RANDOM_INIT_SEED}:open_clip={_version("open_clip_torch")}'
             f':torch={_version("torch")}')
 
