@@ -215,7 +215,7 @@ def test_one_cached_hash_helper_in_a_pure_module():
         heavy = [n for n in imports(rel) if n.lstrip('.').split('.')[0] in ('mmseg', 'mmengine', 'mmcv', 'torch')]
         assert not heavy, (rel, heavy)
     assert '..utils.file_hash' in imports('clip/weights_id.py')
-    assert '..utils.file_hash' in imports('pseudo/workdir.py')
+    assert '..utils.file_hash' in imports('pseudo/fingerprint.py')
     # its only project import is the shared atomic writer (itself pure, checked above)
     assert [n for n in imports('utils/file_hash.py') if n.startswith('.') or n.startswith('wsss_mmseg')] == ['.atomic']
     assert weights_id.file_sha256 is file_hash.file_sha256
