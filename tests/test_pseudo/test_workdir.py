@@ -22,8 +22,7 @@ import wsss_mmseg.models  # noqa: E402,F401
 from wsss_mmseg.pseudo.job import run_pseudo_job  # noqa: E402
 from wsss_mmseg.pseudo.options import PseudoConfigError  # noqa: E402
 from wsss_mmseg.pseudo.workdir import (FINGERPRINT_FILE, WorkDirConflictError,  # noqa: E402
-                                       inspect_work_dir, move_aside, read_provenance,
-                                       resolve_job_options)
+                                       inspect_work_dir, move_aside, read_provenance)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -201,12 +200,6 @@ def test_every_option_is_validated_before_the_first_image(tmp_path, folder, sect
     assert not (tmp_path / 'o' / FINGERPRINT_FILE).exists()
 
 
-def test_resolve_job_options_fills_worker_defaults():
-    job = resolve_job_options(Config(dict(pseudo_job=dict(num_workers=None))))
-    assert job['num_workers'] == max(0, min(4, (os.cpu_count() or 1) - 1))  # None: auto
-    assert job['postprocess_workers'] == 0  # default: inline
-
-
 def test_classes_are_matched_by_name_not_by_count(tmp_path):
     """#16.5: 20 custom names against the VOC generator are refused, naming the pairs."""
     names = pf.write_images(tmp_path / 'images', 2)
@@ -289,44 +282,3 @@ def test_cli_exit_codes(tmp_path, folder):
     unwritable = _cli(str(cfg), '--work-dir', str(blocker / 'o'))
     assert unwritable.returncode == 2 and str(blocker) in unwritable.stderr
     assert 'Traceback' not in unwritable.stderr
-
-
-def test_label_file_hashes_are_cached_and_edits_change_the_fingerprint(tmp_path, monkeypatch):
-    """Label files go through the one cached file-hash helper (the one weights use)."""
-    import hashlib
-
-    from wsss_mmseg.pseudo.workdir import config_fingerprint
-    from wsss_mmseg.utils import file_hash
-    monkeypatch.setenv(file_hash.CACHE_ENV, str(tmp_path / 'cache'))
-    file_hash.clear_memory_cache()
-    reads = []
-    real = file_hash.file_sha256
-
-    def counting(path, **kwargs):
-        reads.append(os.fspath(path))
-        return real(path, **kwargs)
-
-    monkeypatch.setattr(file_hash, 'file_sha256', counting)
-    labels = tmp_path / 'labels.json'
-    old, new = b'{"a.png": ["dog"]}', b'{"a.png": ["cat"]}'
-    assert len(old) == len(new)
-    labels.write_bytes(old)
-    os.utime(labels, ns=(1_600_000_000_000_000_000,) * 2)
-    cfg = dict(pseudo_dataset=dict(type='Src'), generator=dict(type='Gen'), mask_maker=dict(type='Mask'))
-    job = resolve_job_options(cfg)
-    try:
-        first = config_fingerprint(cfg, job, source_files=[labels])
-        assert first['settings']['label_files'] == {str(labels): hashlib.sha256(old).hexdigest()}
-        assert reads == [os.path.realpath(labels)]
-        assert config_fingerprint(cfg, job, source_files=[labels]) == first  # in-process memo
-        file_hash.clear_memory_cache()  # another process: the on-disk cache answers
-        assert config_fingerprint(cfg, job, source_files=[labels]) == first
-        assert len(reads) == 1  # the unchanged file was never read again
-        labels.write_bytes(new)  # same size, new content, new mtime
-        os.utime(labels, ns=(1_600_000_001_000_000_000,) * 2)
-        second = config_fingerprint(cfg, job, source_files=[labels])
-        assert second['settings']['label_files'] == {str(labels): hashlib.sha256(new).hexdigest()}
-        assert second['sha256'] != first['sha256']
-        assert len(reads) == 2
-    finally:
-        file_hash.clear_memory_cache()
