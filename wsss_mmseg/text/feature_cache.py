@@ -48,8 +48,6 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import torch
 from torch import nn
 
-from ..utils.atomic import atomic_replace
-
 __all__ = ['CacheKey', 'TextEmbeddingCache', 'TEXT_CACHE_SUBDIR', 'CacheSpec', 'cache_key_parts',
            'clear_text_cache',
            'default_text_cache_dir', 'model_definition_id', 'resolve_text_cache',
@@ -266,6 +264,7 @@ class TextEmbeddingCache:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {'format': self.FORMAT, 'key': key.payload, 'embeddings': stored}
+        from ..utils.atomic import atomic_replace  # deferred: the text package loads without the plugin
         atomic_replace(path, lambda f: torch.save(payload, f))
 
     def get_or_compute(self, key: CacheKey, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
