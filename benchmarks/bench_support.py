@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-VOC_SAMPLE = Path('/work/shared/data/voc_sample')
-MAKE_WEIGHTS = Path('/work/shared/data/clip_es_golden/make_weights.py')
+if str(REPO) not in sys.path:
+    # measure this checkout's code (a worktree or clone), not whichever copy is pip-installed;
+    # the job children (bench_generate.py --child) import this module first too
+    sys.path.insert(1, str(REPO))
+#: The project's read-only inputs (``../shared`` next to the checkout; this machine's copy otherwise).
+SHARED = next((p for p in (REPO.parent / 'shared', Path('/work/shared')) if (p / 'data').is_dir()),
+              REPO.parent / 'shared')
+VOC_SAMPLE = SHARED / 'data' / 'voc_sample'
+MAKE_WEIGHTS = SHARED / 'data' / 'clip_es_golden' / 'make_weights.py'
 
 
 # ------------------------------------------------------------------ data sets (temp folders)

@@ -21,6 +21,7 @@ import time
 import traceback
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..utils import heap
 from .io import fault_point
 from .job_log import log_line
 from .stages import ImageLoader, OutputWriter
@@ -37,7 +38,14 @@ def _fmt_eta(seconds: float) -> str:
 
 
 def _init_loader_worker(_: int) -> None:
+    """DataLoader ``worker_init_fn``: drop the parent's locks; keep the decode heap flat.
+
+    Every large buffer of a loading worker is an image (decoded, resized, network input) of a
+    different size; with glibc's dynamic mmap threshold those fragment the heap and the
+    worker's memory grows with the number of images (see :mod:`wsss_mmseg.utils.heap`).
+    """
     close_inherited_locks()
+    heap.use_fixed_mmap_threshold()
 
 
 def start_writer_pool(n: int, writer: OutputWriter) -> Optional[WriterPool]:
