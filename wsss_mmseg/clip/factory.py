@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -64,8 +63,6 @@ __all__ = [
     'build_openai_architecture',
     'load_state_dict_strict',
 ]
-
-logger = logging.getLogger(__name__)
 
 PathLike = Union[str, 'os.PathLike[str]']
 

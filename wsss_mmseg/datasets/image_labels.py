@@ -47,17 +47,6 @@ from .voc_image_labels import VOCImageLabels
 __all__ = [
     'ImageLabelSource', 'VOCImageLabels', 'COCOImageLabels', 'FolderImageLabels',
     'UnknownClassError', 'load_label_file', 'safe_relative_path',
-    'labels_from_mask', 'IMAGE_EXTENSIONS', 'describe_formats',
+    'labels_from_mask', 'IMAGE_EXTENSIONS',
 ]
 
-
-def describe_formats() -> str:
-    """One-paragraph description of the label formats, for ``--help``."""
-    return (
-        'Label sources (cfg.pseudo_dataset): VOCImageLabels(data_root, split, img_dir, '
-        'labels=.json {"labels": {id: [idx..]}} | IRN .npy {id: multi-hot} | .txt "id idx idx", '
-        'or None to derive labels from GT masks); COCOImageLabels(data_root, ann_file=instances '
-        'JSON or labels file, img_dir); FolderImageLabels(img_dir, labels=.json '
-        '{"a.jpg": ["dog", "cat"]} or .csv with header "image,labels" and names separated by '
-        '";" or "|", class_table="voc20" or classes=[...]). Indices are 0-based, background '
-        'excluded; paths inside label/list files are relative and may not leave their root.')

@@ -1,7 +1,7 @@
 """SHA-256 of files, cached by the file's stamp: one helper for weights and label files.
 
 Fingerprints and cache keys identify files by *content* (:mod:`wsss_mmseg.clip.weights_id`
-for CLIP weights and checkpoints, :func:`wsss_mmseg.pseudo.workdir.config_fingerprint` for
+for CLIP weights and checkpoints, :func:`wsss_mmseg.pseudo.fingerprint.config_fingerprint` for
 the dataset's list and label files). Hashing a ViT-B/16 file (~600 MB) takes about a
 second, so :func:`cached_file_sha256` remembers each digest in memory (per process) and in
 ``<cache root>/weights_sha256.json`` (cache root: ``$WSSS_MMSEG_CACHE``, else
