@@ -9,7 +9,6 @@ classifier-based generators and the adversarial-erasing hook).
 """
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from ..classic.cam import feature_affinity, grad_cam, multi_scale_flip_maps, normalize_maps
 from .generators import resolve_device
+from .trained_model import build_trained_model
 from ..generators import PseudoLabelGenerator
 
 __all__ = ['ClassifierCAMGenerator', 'classifier_cams']
@@ -154,8 +154,6 @@ class ClassifierCAMGenerator(PseudoLabelGenerator):
                  caa: Optional[Mapping] = None, affinity_temperature: float = 0.1,
                  affinity_layer: int = -1, class_table: Optional[str] = 'voc20',
                  classes: Optional[Sequence[str]] = None, device: str = 'auto') -> None:
-        from mmengine.registry import DefaultScope
-        from mmengine.runner import load_checkpoint
         if (model is None) == (config is None):
             raise ValueError('ClassifierCAMGenerator needs exactly one of model=dict(...) or '
                              'config=<training config file>')
@@ -181,16 +179,8 @@ class ClassifierCAMGenerator(PseudoLabelGenerator):
         self.device = resolve_device(device)
         self.models: List[nn.Module] = []
         for path in ckpts:
-            cfg = copy.deepcopy(dict(model))
-            cfg.pop('pretrained', None)
-            if isinstance(cfg.get('backbone'), Mapping):
-                cfg['backbone'] = dict(cfg['backbone'], init_cfg=None)
-            # nested parts (data preprocessor, backbone) resolve in mmseg's scope even when
-            # no Runner has set a default scope (tools/generate_pseudo.py)
-            with DefaultScope.overwrite_default_scope('mmseg'):
-                net = MODELS.build(cfg)
-            load_checkpoint(net, str(path), map_location='cpu', strict=True, logger='silent')
-            self.models.append(net.to(self.device).eval())
+            self.models.append(build_trained_model(path, model=model, device=self.device,
+                                                   what='classifier'))
         num = self.models[0].num_classes
         if classes is not None:
             names = [str(c) for c in classes]

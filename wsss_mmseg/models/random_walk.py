@@ -13,13 +13,10 @@
 """
 from __future__ import annotations
 
-import copy
-import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor
@@ -28,9 +25,10 @@ from ..classic.affinity import pair_affinity, radius_offsets
 from ..classic.random_walk import (RW_BETA, RW_STEPS, affinity_matrix, dense_transition_matrix,
                                    refine_with_random_walk, transition_matrix)
 from .generators import resolve_device
+from .trained_model import build_trained_model
 from ..generators import PseudoLabelGenerator
 
-__all__ = ['RandomWalk', 'RandomWalkGenerator', 'build_trained_model']
+__all__ = ['RandomWalk', 'RandomWalkGenerator']
 
 
 @MODELS.register_module()
@@ -109,42 +107,6 @@ class RandomWalk:
         if out_hw is not None:
             return out.detach().cpu().numpy().astype(np.float32)
         return out
-
-
-def build_trained_model(checkpoint: str, *, model: Optional[Mapping] = None,
-                        config: Optional[str] = None, device: torch.device,
-                        what: str = 'model') -> nn.Module:
-    """Build a registered model from ``model=dict`` or a config file and load a checkpoint.
-
-    Args:
-        checkpoint: Checkpoint path.
-        model: Model config, or
-        config: a training config file whose ``model`` is used (exactly one).
-        device: Target device.
-        what: Name used in error messages.
-
-    Returns:
-        The model in eval mode on ``device``.
-    """
-    from mmengine.registry import DefaultScope
-    from mmengine.runner import load_checkpoint
-    if (model is None) == (config is None):
-        raise ValueError(f'{what} needs exactly one of model=dict(...) or config=<config file>')
-    if config is not None:
-        from mmengine.config import Config
-        if not os.path.isfile(config):
-            raise FileNotFoundError(f'{what} config not found: {config}')
-        model = Config.fromfile(config)['model']
-    if not os.path.isfile(str(checkpoint)):
-        raise FileNotFoundError(f'{what} checkpoint not found: {checkpoint}')
-    cfg = copy.deepcopy(dict(model))
-    cfg.pop('pretrained', None)
-    if isinstance(cfg.get('backbone'), Mapping):
-        cfg['backbone'] = dict(cfg['backbone'], init_cfg=None)
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        net = MODELS.build(cfg)
-    load_checkpoint(net, str(checkpoint), map_location='cpu', strict=True, logger='silent')
-    return net.to(device).eval()
 
 
 @MODELS.register_module()

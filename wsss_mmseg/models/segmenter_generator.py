@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 
 from .generators import resolve_device
-from .random_walk import build_trained_model
+from .trained_model import build_trained_model
 from ..generators import PseudoLabelGenerator
 
 __all__ = ['SegmenterGenerator', 'probs_to_cams']
