@@ -310,3 +310,13 @@ def test_loads_golden_make_weights(tmp_path, shared_data) -> None:
             assert torch.equal(loaded[key], torch.from_numpy(np.array(value)).float()), key
     with pytest.raises(CheckpointMismatchError, match='vision_cfg.layers: file 10 vs config 12'):
         build_clip('ViT-B-16', path)
+
+
+@pytest.mark.parametrize('arch, key', [('vit', 'visual.positional_embedding'),
+                                       ('rn', 'visual.attnpool.positional_embedding')])
+def test_positional_embedding_not_a_square_grid(arch, key) -> None:
+    model = tiny_clip(arch='rn', vision_width=8, vision_layers=1, image_size=64) if arch == 'rn' else tiny_clip()
+    state = dict(model.state_dict())
+    state[key] = state[key][:-1]  # 1 + g*g - 1 rows: no square grid
+    with pytest.raises(CheckpointError, match=rf"'w\.pt': {key} has \d+ rows, not 1 \+ a square grid"):
+        infer_openai_config(state, path='w.pt')

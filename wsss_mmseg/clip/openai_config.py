@@ -38,6 +38,17 @@ def _openai_heads(width: int) -> int:
     return max(1, width // 64)
 
 
+def _square_grid(state_dict: Mapping[str, Any], key: str, path: str) -> int:
+    """Side of the square token grid of a ``(1 + grid**2, width)`` positional embedding."""
+    n_pos = int(state_dict[key].shape[0])
+    grid = round((n_pos - 1) ** 0.5)
+    if grid * grid + 1 != n_pos:
+        raise CheckpointError(
+            f"checkpoint '{path}': {key} has {n_pos} rows, not 1 + a square grid; cannot infer "
+            'the native image size.')
+    return grid
+
+
 def _require(state_dict: Mapping[str, torch.Tensor], keys: Tuple[str, ...], path: str) -> None:
     missing = [k for k in keys if k not in state_dict]
     if missing:
@@ -74,12 +85,7 @@ def infer_openai_config(state_dict: Mapping[str, torch.Tensor], *, path: str = '
         _require(state_dict, ('visual.positional_embedding',), path)
         conv = state_dict['visual.conv1.weight']
         width, patch = int(conv.shape[0]), int(conv.shape[-1])
-        n_pos = int(state_dict['visual.positional_embedding'].shape[0])
-        grid = round((n_pos - 1) ** 0.5)
-        if grid * grid + 1 != n_pos:
-            raise CheckpointError(
-                f"checkpoint '{path}': visual.positional_embedding has {n_pos} rows, not 1 + a "
-                'square grid; cannot infer the native image size.')
+        grid = _square_grid(state_dict, 'visual.positional_embedding', path)
         layers = _contiguous_count(
             [i for i in _layer_indices(state_dict, 'visual.transformer.resblocks.')
              if f'visual.transformer.resblocks.{i}.attn.in_proj_weight' in state_dict],
@@ -101,12 +107,7 @@ def infer_openai_config(state_dict: Mapping[str, torch.Tensor], *, path: str = '
             for b in (1, 2, 3, 4))
         if min(counts) == 0:
             raise CheckpointError(f"checkpoint '{path}': ResNet stage sizes {counts} contain an empty stage.")
-        n_pos = int(state_dict['visual.attnpool.positional_embedding'].shape[0])
-        out_grid = round((n_pos - 1) ** 0.5)
-        if out_grid * out_grid + 1 != n_pos:
-            raise CheckpointError(
-                f"checkpoint '{path}': visual.attnpool.positional_embedding has {n_pos} rows, "
-                'not 1 + a square grid.')
+        out_grid = _square_grid(state_dict, 'visual.attnpool.positional_embedding', path)
         vision = dict(layers=counts, width=int(state_dict['visual.layer1.0.conv1.weight'].shape[0]),
                       head_width=64, patch_size=None, image_size=out_grid * 32)
     else:
