@@ -36,3 +36,29 @@ def test_loading_worker_serves_image_sized_blocks_by_mmap(init, expected):
     if got == [-1]:
         pytest.skip('the worker heap holds >= 22 MiB of free chunks: no block size tells the thresholds apart')
     assert got == [expected]
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_the_job_sets_the_threshold_in_its_loading_workers_only(tmp_path, monkeypatch, workers):
+    import os
+
+    from mmengine.config import Config
+
+    import pseudo_fakes as pf
+    from wsss_mmseg.pseudo.job import run_pseudo_job
+
+    marks = tmp_path / 'marks'
+    marks.mkdir()
+
+    def record(*args, **kwargs):  # runs in the (forked) loading worker
+        (marks / str(os.getpid())).touch()
+        return True
+
+    monkeypatch.setattr(heap, 'use_fixed_mmap_threshold', record)
+    dataset = pf.folder_dataset(tmp_path / 'data', n=4)
+    cfg = Config.fromfile(str(pf.write_config(tmp_path / 'cfg.py', dataset=dataset,
+                                              extra=f'pseudo_job = dict(num_workers={workers})\n')))
+    summary = run_pseudo_job(cfg, work_dir=tmp_path / 'out', logger='silent')
+    assert summary['counts']['done'] == 4
+    pids = [p.name for p in marks.iterdir()]
+    assert len(pids) == workers and str(os.getpid()) not in pids
