@@ -25,7 +25,11 @@ class WorkerDiedError(RuntimeError):
     """A post-processing worker ended without answering (killed, out of memory)."""
 
 
-def _worker_loop(conn: Any, fn: Callable[[Any], Any]) -> None:
+def _worker_loop(conn: Any, fn: Callable[[Any], Any], parent_ends: List[Any]) -> None:
+    # the job's ends of the pipes, inherited through fork: closed, so that the job's death
+    # (even SIGKILL) is EOF here and the worker ends instead of waiting forever
+    for end in parent_ends:
+        end.close()
     close_inherited_locks()
     _io.FAULT_KILLS_PARENT = True  # test-only fault injection: a kill here is the job's kill
     while True:
@@ -51,7 +55,8 @@ class WriterPool:
         self._workers: List[List[Any]] = []  # [process, connection, key or None]
         for _ in range(int(n)):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_loop, args=(child, fn), daemon=True)
+            parent_ends = [parent] + [w[1] for w in self._workers]
+            proc = ctx.Process(target=_worker_loop, args=(child, fn, parent_ends), daemon=True)
             proc.start()
             child.close()
             self._workers.append([proc, parent, None])
