@@ -62,3 +62,46 @@ def test_the_job_sets_the_threshold_in_its_loading_workers_only(tmp_path, monkey
     assert summary['counts']['done'] == 4
     pids = [p.name for p in marks.iterdir()]
     assert len(pids) == workers and str(os.getpid()) not in pids
+
+
+def _failing_dataset(root):
+    """6 listed images + 1 missing: truncated, empty, no labels, label out of range, generator failure."""
+    import pseudo_fakes as pf
+    names = pf.write_images(root / 'JPEGImages', 6, ext='.jpg')
+    good = (root / 'JPEGImages' / names[1]).read_bytes()
+    (root / 'JPEGImages' / names[1]).write_bytes(good[: len(good) // 3])
+    (root / 'JPEGImages' / names[2]).write_bytes(b'')
+    (root / 'ImageSets').mkdir()
+    (root / 'ImageSets' / 'list.txt').write_text('\n'.join([n[:-4] for n in names] + ['img99']) + '\n')
+    (root / 'labels.txt').write_text('img00 0 14\nimg01 3\nimg02 4\nimg03\nimg04 25\nimg05 11 7\nimg99 1\n')
+    return dict(type='VOCImageLabels', data_root=str(root), split='ImageSets/list.txt', labels='labels.txt',
+                gt_dir=None)
+
+
+@pytest.mark.parametrize('data', ['good', 'failing'])
+def test_overlapped_pipeline_gives_the_inline_outputs_and_failures(tmp_path, data):
+    """1 loading + 1 post-processing worker, batches of 3: same bytes, same failure records, and
+    the execution options are not settings (either mode resumes the other's outputs)."""
+    from mmengine.config import Config
+
+    import pseudo_fakes as pf
+    from wsss_mmseg.pseudo.job import run_pseudo_job
+
+    dataset = pf.folder_dataset(tmp_path / 'data', n=6) if data == 'good' else _failing_dataset(tmp_path / 'data')
+    runs = {}
+    for mode, extra in (('inline', ''),
+                        ('overlapped', 'pseudo_job = dict(num_workers=1, postprocess_workers=1)\n')):
+        cfg = Config.fromfile(str(pf.write_config(tmp_path / f'{mode}.py', dataset=dataset, fail_label=7,
+                                                  extra=extra)))
+        cfg.generator.batch_size = 3
+        summary = run_pseudo_job(cfg, work_dir=tmp_path / mode, save_cams=True, logger='silent')
+        runs[mode] = (cfg, summary, pf.tree_bytes(tmp_path / mode))
+    (_, inline, inline_files), (overlapped_cfg, overlapped, overlapped_files) = runs['inline'], runs['overlapped']
+    assert overlapped_files == inline_files and len(inline_files) == 3 * inline['counts']['done']
+    assert overlapped['counts'] == inline['counts']
+    assert [(f['id'], f['stage'], f['reason']) for f in overlapped['failures']] == \
+        [(f['id'], f['stage'], f['reason']) for f in inline['failures']]
+    if data == 'failing':
+        assert inline['counts']['done'] == 1 and len(inline['failures']) == 6
+    again = run_pseudo_job(overlapped_cfg, work_dir=tmp_path / 'inline', save_cams=True, logger='silent')
+    assert again['counts']['skipped_resumed'] == inline['counts']['done']

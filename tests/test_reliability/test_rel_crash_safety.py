@@ -86,10 +86,16 @@ def _check_consistent(work, reference, ref_json):
         json.loads((work / 'summary.json').read_text())
 
 
-def test_sigkill_at_every_point_then_rerun_is_byte_identical(tmp_path):
+@pytest.mark.parametrize('pipeline', ['inline', 'overlapped'])
+def test_sigkill_at_every_point_then_rerun_is_byte_identical(tmp_path, pipeline):
+    """``overlapped``: 1 loading worker + 1 post-processing worker, where the output writes
+    (and so the write-point kills) happen; a kill there kills the job too, as a real one would."""
     n = 6
     ds = rc.dataset_with_gt(tmp_path / 'data', n=n)
     cfg = Config.fromfile(str(pf.write_config(tmp_path / 'cfg.py', dataset=ds)))
+    if pipeline == 'overlapped':
+        cfg.pseudo_job.num_workers = 1
+        cfg.pseudo_job.postprocess_workers = 1
     ref = tmp_path / 'ref'
     run_pseudo_job(cfg, work_dir=ref, save_cams=True, logger=None)
     reference = pf.tree_bytes(ref)
