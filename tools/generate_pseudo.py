@@ -137,48 +137,54 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.launcher != 'none':
         backend = 'nccl' if torch.cuda.is_available() else 'gloo'
         init_dist(args.launcher, backend=backend)
-    rank, _ = get_dist_info()
+    try:
+        rank, _ = get_dist_info()
 
-    try:
-        check_writable(work_dir)  # a clear error naming the folder, before anything else
-    except OSError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return EXIT_WRITE
-    logger = MMLogger.get_instance(
-        f'wsss_pseudo_{datetime.datetime.now():%Y%m%d_%H%M%S_%f}',
-        log_file=osp.join(work_dir, 'pseudo.log'), log_level='INFO',
-        file_mode='a')  # append: a resumed (or a refused second) run keeps the log
-    try:
-        summary = run_pseudo_job(cfg, work_dir=work_dir, save_cams=args.save_cams,
-                                 resume=not args.no_resume, logger=logger)
-    except PseudoConfigError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return EXIT_CONFIG
-    except (WorkDirLockedError, OutputWriteError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return EXIT_WRITE
-    except PermissionError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return EXIT_WRITE
-    except Exception as exc:  # noqa: BLE001
-        section = getattr(exc, 'wsss_config_section', None)
-        if section is None:
-            raise
-        print(f'error: {section}: {type(exc).__name__}: {exc}', file=sys.stderr)
-        return EXIT_CONFIG
-    except KeyboardInterrupt:
-        print('interrupted: finished images are kept; rerun the same command to resume', file=sys.stderr)
-        return EXIT_INTERRUPTED
-    failures = summary.get('failures') or []
-    eval_failures = summary.get('evaluation_failures') or []
-    if failures or eval_failures:
-        if rank == 0:
-            if failures:
-                print(summarize_failures(failures), file=sys.stderr)
-            if eval_failures:
-                print(f'{len(eval_failures)} evaluation failure(s) (GT masks): see eval.json', file=sys.stderr)
-        return EXIT_FAILED_IMAGES
-    return EXIT_OK
+        try:
+            check_writable(work_dir)  # a clear error naming the folder, before anything else
+        except OSError as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return EXIT_WRITE
+        logger = MMLogger.get_instance(
+            f'wsss_pseudo_{datetime.datetime.now():%Y%m%d_%H%M%S_%f}',
+            log_file=osp.join(work_dir, 'pseudo.log'), log_level='INFO',
+            file_mode='a')  # append: a resumed (or a refused second) run keeps the log
+        try:
+            summary = run_pseudo_job(cfg, work_dir=work_dir, save_cams=args.save_cams,
+                                     resume=not args.no_resume, logger=logger)
+        except PseudoConfigError as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return EXIT_CONFIG
+        except (WorkDirLockedError, OutputWriteError) as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return EXIT_WRITE
+        except PermissionError as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return EXIT_WRITE
+        except Exception as exc:  # noqa: BLE001
+            section = getattr(exc, 'wsss_config_section', None)
+            if section is None:
+                raise
+            print(f'error: {section}: {type(exc).__name__}: {exc}', file=sys.stderr)
+            return EXIT_CONFIG
+        except KeyboardInterrupt:
+            print('interrupted: finished images are kept; rerun the same command to resume', file=sys.stderr)
+            return EXIT_INTERRUPTED
+        failures = summary.get('failures') or []
+        eval_failures = summary.get('evaluation_failures') or []
+        if failures or eval_failures:
+            if rank == 0:
+                if failures:
+                    print(summarize_failures(failures), file=sys.stderr)
+                if eval_failures:
+                    print(f'{len(eval_failures)} evaluation failure(s) (GT masks): see eval.json', file=sys.stderr)
+            return EXIT_FAILED_IMAGES
+        return EXIT_OK
+    finally:
+        # ranks end their process group themselves: left to interpreter exit, gloo's threads
+        # can abort the process ('terminate called without an active exception', exit -6)
+        if args.launcher != 'none' and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == '__main__':
