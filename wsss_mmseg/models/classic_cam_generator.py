@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..classic.cam import feature_affinity, grad_cam, multi_scale_flip_maps, normalize_maps
 from .generators import resolve_device
-from .trained_model import build_trained_model
+from .trained_model import build_trained_model, trained_model_config
 from ..generators import PseudoLabelGenerator
 
 __all__ = ['ClassifierCAMGenerator', 'classifier_cams']
@@ -154,14 +154,7 @@ class ClassifierCAMGenerator(PseudoLabelGenerator):
                  caa: Optional[Mapping] = None, affinity_temperature: float = 0.1,
                  affinity_layer: int = -1, class_table: Optional[str] = 'voc20',
                  classes: Optional[Sequence[str]] = None, device: str = 'auto') -> None:
-        if (model is None) == (config is None):
-            raise ValueError('ClassifierCAMGenerator needs exactly one of model=dict(...) or '
-                             'config=<training config file>')
-        if config is not None:
-            from mmengine.config import Config
-            if not os.path.isfile(config):
-                raise FileNotFoundError(f'classifier config not found: {config}')
-            model = Config.fromfile(config)['model']
+        model = trained_model_config(model, config, what='ClassifierCAMGenerator')
         if method not in ('cam', 'gradcam'):
             raise ValueError(f"method must be 'cam' or 'gradcam', got {method!r}")
         if method == 'gradcam' and not target_layer:

@@ -13,7 +13,33 @@ import torch
 import torch.nn as nn
 from mmseg.registry import MODELS
 
-__all__ = ['build_trained_model']
+__all__ = ['build_trained_model', 'trained_model_config']
+
+
+def trained_model_config(model: Optional[Mapping] = None, config: Optional[str] = None, *,
+                         what: str = 'model') -> Mapping:
+    """The model config given as ``model=dict`` or as the ``model`` of a training config file.
+
+    Args:
+        model: Model config, or
+        config: a training config file whose ``model`` is used (exactly one).
+        what: Name used in error messages.
+
+    Returns:
+        The model config.
+
+    Raises:
+        ValueError: Neither or both are given.
+        FileNotFoundError: ``config`` does not exist.
+    """
+    if (model is None) == (config is None):
+        raise ValueError(f'{what} needs exactly one of model=dict(...) or config=<config file>')
+    if config is None:
+        return model
+    from mmengine.config import Config
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f'{what} config not found: {config}')
+    return Config.fromfile(config)['model']
 
 
 def build_trained_model(checkpoint: str, *, model: Optional[Mapping] = None,
@@ -33,13 +59,7 @@ def build_trained_model(checkpoint: str, *, model: Optional[Mapping] = None,
     """
     from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
-    if (model is None) == (config is None):
-        raise ValueError(f'{what} needs exactly one of model=dict(...) or config=<config file>')
-    if config is not None:
-        from mmengine.config import Config
-        if not os.path.isfile(config):
-            raise FileNotFoundError(f'{what} config not found: {config}')
-        model = Config.fromfile(config)['model']
+    model = trained_model_config(model, config, what=what)
     if not os.path.isfile(str(checkpoint)):
         raise FileNotFoundError(f'{what} checkpoint not found: {checkpoint}')
     cfg = copy.deepcopy(dict(model))
