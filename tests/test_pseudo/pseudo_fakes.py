@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mmseg.registry import MODELS
@@ -108,6 +108,25 @@ def write_images(folder: Path, n: int, *, seed: int = 0, size=(48, 64),
         Image.fromarray(arr).save(folder / name)
         names.append(name)
     return names
+
+
+def failing_voc_dataset(root: Path) -> Tuple[Dict[str, object], bytes]:
+    """A VOC-style list of 6 images + 1 missing, with one failure of each kind.
+
+    img00 is good; img01 truncated; img02 zero bytes; img03 no labels; img04 label 25 (out of
+    range); img05 has label 7 (the fake generator fails on it with ``fail_label=7``); img99 is
+    listed but absent. Returns the dataset config and the intact bytes of ``img01.jpg``.
+    """
+    names = write_images(root / 'JPEGImages', 6, ext='.jpg')
+    good = (root / 'JPEGImages' / names[1]).read_bytes()
+    (root / 'JPEGImages' / names[1]).write_bytes(good[: len(good) // 3])  # truncated
+    (root / 'JPEGImages' / names[2]).write_bytes(b'')  # zero bytes
+    (root / 'ImageSets').mkdir()
+    (root / 'ImageSets' / 'list.txt').write_text('\n'.join([n[:-4] for n in names] + ['img99']) + '\n')
+    (root / 'labels.txt').write_text(
+        'img00 0 14\nimg01 3\nimg02 4\nimg03\nimg04 25\nimg05 11 7\nimg99 1\n')
+    return dict(type='VOCImageLabels', data_root=str(root), split='ImageSets/list.txt',
+                labels='labels.txt', gt_dir=None), good
 
 
 def folder_dataset(root: Path, n: int = 6, *, seed: int = 0) -> Dict[str, object]:

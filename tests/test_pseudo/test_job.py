@@ -120,18 +120,8 @@ def test_resume_with_changed_settings_is_refused(tmp_path, folder):
 
 def test_failures_are_recorded_and_the_run_continues(tmp_path):
     root = tmp_path / 'data'
-    names = pf.write_images(root / 'JPEGImages', 6, ext='.jpg')
-    ids = [n[:-4] for n in names]
-    good = (root / 'JPEGImages' / names[1]).read_bytes()
-    (root / 'JPEGImages' / names[1]).write_bytes(good[: len(good) // 3])  # truncated
-    (root / 'JPEGImages' / names[2]).write_bytes(b'')  # zero bytes
-    (root / 'ImageSets').mkdir()
-    (root / 'ImageSets' / 'list.txt').write_text('\n'.join(ids + ['img99']) + '\n')
-    # img03: no labels; img04: index 25 out of range; img05: makes the generator fail
-    (root / 'labels.txt').write_text(
-        'img00 0 14\nimg01 3\nimg02 4\nimg03\nimg04 25\nimg05 11 7\nimg99 1\n')
-    dataset = dict(type='VOCImageLabels', data_root=str(root), split='ImageSets/list.txt',
-                   labels='labels.txt', gt_dir=None)
+    # img01 truncated, img02 empty, img03 no labels, img04 index 25, img05 fails the generator
+    dataset, good = pf.failing_voc_dataset(root)
     cfg = _cfg(tmp_path, dataset, fail_label=7)
     work = tmp_path / 'out'
     summary = run_pseudo_job(cfg, work_dir=work)
@@ -151,7 +141,7 @@ def test_failures_are_recorded_and_the_run_continues(tmp_path):
     assert (work / 'masks' / 'img00.png').is_file()
     assert not (work / 'masks' / 'img01.png').exists()
     # fixing the data and rerunning processes exactly the failed images
-    (root / 'JPEGImages' / names[1]).write_bytes(good)
+    (root / 'JPEGImages' / 'img01.jpg').write_bytes(good)
     summary = run_pseudo_job(cfg, work_dir=work)
     assert summary['counts']['processed'] == 1 and summary['counts']['skipped_resumed'] == 1
     assert not any(f['id'] == 'img01' for f in summary['failures'])

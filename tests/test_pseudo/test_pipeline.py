@@ -8,7 +8,8 @@ import torch
 from wsss_mmseg.pseudo import pipeline
 from wsss_mmseg.utils import heap
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # a spawned worker imports the probe by name
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # pseudo_fakes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test_utils'))  # a spawned worker imports the probe by name
 from mmap_probe import MmappedBlocksAfterThresholdRaise  # noqa: E402
 
 
@@ -64,20 +65,6 @@ def test_the_job_sets_the_threshold_in_its_loading_workers_only(tmp_path, monkey
     assert len(pids) == workers and str(os.getpid()) not in pids
 
 
-def _failing_dataset(root):
-    """6 listed images + 1 missing: truncated, empty, no labels, label out of range, generator failure."""
-    import pseudo_fakes as pf
-    names = pf.write_images(root / 'JPEGImages', 6, ext='.jpg')
-    good = (root / 'JPEGImages' / names[1]).read_bytes()
-    (root / 'JPEGImages' / names[1]).write_bytes(good[: len(good) // 3])
-    (root / 'JPEGImages' / names[2]).write_bytes(b'')
-    (root / 'ImageSets').mkdir()
-    (root / 'ImageSets' / 'list.txt').write_text('\n'.join([n[:-4] for n in names] + ['img99']) + '\n')
-    (root / 'labels.txt').write_text('img00 0 14\nimg01 3\nimg02 4\nimg03\nimg04 25\nimg05 11 7\nimg99 1\n')
-    return dict(type='VOCImageLabels', data_root=str(root), split='ImageSets/list.txt', labels='labels.txt',
-                gt_dir=None)
-
-
 @pytest.mark.parametrize('data', ['good', 'failing'])
 def test_overlapped_pipeline_gives_the_inline_outputs_and_failures(tmp_path, data):
     """1 loading + 1 post-processing worker, batches of 3: same bytes, same failure records, and
@@ -87,7 +74,7 @@ def test_overlapped_pipeline_gives_the_inline_outputs_and_failures(tmp_path, dat
     import pseudo_fakes as pf
     from wsss_mmseg.pseudo.job import run_pseudo_job
 
-    dataset = pf.folder_dataset(tmp_path / 'data', n=6) if data == 'good' else _failing_dataset(tmp_path / 'data')
+    dataset = pf.folder_dataset(tmp_path / 'data', n=6) if data == 'good' else pf.failing_voc_dataset(tmp_path / 'data')[0]
     runs = {}
     for mode, extra in (('inline', ''),
                         ('overlapped', 'pseudo_job = dict(num_workers=1, postprocess_workers=1)\n')):
