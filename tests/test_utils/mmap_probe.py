@@ -1,5 +1,6 @@
-"""A one-item dataset that probes glibc's mmap threshold inside a DataLoader worker
-(``test_pipeline.py``; a module of its own so that a spawned worker can import it)."""
+"""A probe of glibc's mmap threshold: as a one-item dataset in a DataLoader worker
+(``tests/test_pseudo/test_pipeline.py``) or called in a fresh interpreter (``test_heap.py``);
+a module of its own so that a spawned worker or a subprocess can import it by name."""
 import ctypes
 
 
